@@ -1,0 +1,27 @@
+# Sidecar Lab. `make tutorial` runs the whole tutorial headless; `make test` runs the tests.
+# Each target creates and fills .venv on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: tutorial test lab clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+tutorial: $(STAMP)
+	$(VENV)/bin/sidecarlab run
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf build .pytest_cache
