@@ -1,0 +1,639 @@
+"""The API: a CAPI v3 subset over HTTP on 127.0.0.1, every request behind the bearer token.
+
+Only routing and HTTP live here; the rules are the controller's, the JSON shapes the presenters'.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from . import presenters as P
+from .controller import SPACE_GUID, ApiError, Controller, not_found, unprocessable
+from .store import NotFound
+
+Handler = Callable[..., Any]
+ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
+GUID = r"(?P<guid>[^/]+)"
+
+
+def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
+    def deco(fn: Handler) -> Handler:
+        ROUTES.append((method, re.compile("^" + pattern + "$"), fn))
+        return fn
+    return deco
+
+
+class Request:
+    def __init__(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
+                 headers: Any, handler: "ApiHandler"):
+        self.method, self.path, self.query, self.body, self.headers = method, path, query, body, headers
+        self.handler = handler
+
+    def json(self) -> dict[str, Any]:
+        if not self.body:
+            return {}
+        try:
+            data = json.loads(self.body)
+        except ValueError as e:
+            raise ApiError(400, 1001, "CF-MessageParseError", f"Request invalid due to parse error: {e}") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, 1001, "CF-MessageParseError", "Request invalid due to parse error: expected an object")
+        return data
+
+    def q(self, name: str) -> list[str]:
+        vals = self.query.get(name) or []
+        return [v for item in vals for v in item.split(",") if v]
+
+
+class Raw:
+    """A non-JSON answer (a file download)."""
+
+    def __init__(self, data: bytes, content_type: str = "application/octet-stream"):
+        self.data, self.content_type = data, content_type
+
+
+class Stream:
+    """A streamed answer: an iterator of byte chunks, written as they come."""
+
+    def __init__(self, chunks: Any, content_type: str = "application/x-ndjson"):
+        self.chunks, self.content_type = chunks, content_type
+
+
+# ------------------------------------------------------------------------------------- handlers
+
+def _c(req: Request) -> Controller:
+    return req.handler.server.controller  # type: ignore[attr-defined]
+
+
+@route("GET", "/")
+def root(req: Request) -> Any:
+    b = _c(req).base_url
+    return {"links": {"self": {"href": b}, "cloud_controller_v3": {"href": f"{b}/v3", "meta": {"version": "3.180.0"}},
+                      "logging": None, "app_ssh": {"href": b, "meta": {"oauth_client": "ssh-proxy"}}}}
+
+
+@route("GET", "/v3/info")
+def info(req: Request) -> Any:
+    return {"name": "localcf", "build": "", "version": 0, "description": "An embedded Cloud Foundry",
+            "links": {"self": {"href": f"{_c(req).base_url}/v3/info"}}}
+
+
+@route("GET", "/v3/apps")
+def list_apps(req: Request) -> Any:
+    c = _c(req)
+    apps = c.store.find("apps")
+    names = req.q("names")
+    if names:
+        apps = [a for a in apps if a["name"] in names]
+    return P.paginated(c.base_url, "/v3/apps", [P.app(c, a) for a in apps])
+
+
+@route("POST", "/v3/apps")
+def create_app(req: Request) -> Any:
+    c = _c(req)
+    body = req.json()
+    lifecycle = (body.get("lifecycle") or {}).get("data") or {}
+    app = c.create_app(body.get("name", ""), lifecycle.get("buildpacks"), body.get("environment_variables"),
+                       lifecycle.get("stack"))
+    return 201, P.app(c, app)
+
+
+@route("GET", f"/v3/apps/{GUID}")
+def get_app(req: Request, guid: str) -> Any:
+    c = _c(req)
+    return P.app(c, c.app_by_guid(guid))
+
+
+@route("PATCH", f"/v3/apps/{GUID}")
+def patch_app(req: Request, guid: str) -> Any:
+    c = _c(req)
+    app = c.app_by_guid(guid)
+    body = req.json()
+    changes: dict[str, Any] = {}
+    if "name" in body:
+        changes["name"] = body["name"]
+    lifecycle = (body.get("lifecycle") or {}).get("data") or {}
+    if "buildpacks" in lifecycle:
+        for bp in lifecycle["buildpacks"] or []:
+            c.check_buildpack(bp)
+        changes["buildpacks"] = lifecycle["buildpacks"] or []
+    if lifecycle.get("stack"):
+        changes["stack"] = lifecycle["stack"]
+    if changes:
+        app = c.update_app(guid, **changes)
+    return P.app(c, app)
+
+
+@route("DELETE", f"/v3/apps/{GUID}")
+def delete_app(req: Request, guid: str) -> Any:
+    _c(req).delete_app(guid)
+    return 202, {}
+
+
+@route("GET", f"/v3/apps/{GUID}/env")
+def app_env(req: Request, guid: str) -> Any:
+    c = _c(req)
+    app = c.app_by_guid(guid)
+    web = c.process(guid, "web")
+    vcap = {"application_id": guid, "application_name": app["name"], "name": app["name"],
+            "application_uris": [r["name"] for r in c.routes(guid)], "uris": [r["name"] for r in c.routes(guid)],
+            "space_name": "dev", "space_id": SPACE_GUID, "organization_name": "localcf",
+            "cf_api": c.base_url, "limits": {"mem": web["memory_in_mb"] if web else None,
+                                             "disk": web["disk_in_mb"] if web else None, "fds": 16384},
+            "application_version": web["version"] if web else None, "version": web["version"] if web else None}
+    return {"staging_env_json": {}, "running_env_json": {},
+            "environment_variables": app.get("env") or {},
+            "system_env_json": {"VCAP_SERVICES": {}},
+            "application_env_json": {"VCAP_APPLICATION": vcap}}
+
+
+@route("GET", f"/v3/apps/{GUID}/environment_variables")
+def get_env_vars(req: Request, guid: str) -> Any:
+    c = _c(req)
+    return {"var": c.app_by_guid(guid).get("env") or {},
+            "links": {"self": {"href": f"{c.base_url}/v3/apps/{guid}/environment_variables"},
+                      "app": {"href": f"{c.base_url}/v3/apps/{guid}"}}}
+
+
+@route("PATCH", f"/v3/apps/{GUID}/environment_variables")
+def patch_env_vars(req: Request, guid: str) -> Any:
+    c = _c(req)
+    app = c.set_env(guid, req.json().get("var") or {})
+    return {"var": app.get("env") or {}}
+
+
+@route("GET", f"/v3/apps/{GUID}/processes")
+def app_processes(req: Request, guid: str) -> Any:
+    c = _c(req)
+    c.app_by_guid(guid)
+    return P.paginated(c.base_url, f"/v3/apps/{guid}/processes", [P.process(c, p) for p in c.processes(guid)])
+
+
+@route("GET", f"/v3/apps/{GUID}/processes/(?P<ptype>[^/]+)")
+def app_process(req: Request, guid: str, ptype: str) -> Any:
+    c = _c(req)
+    proc = c.process(guid, ptype)
+    if not proc:
+        raise not_found("Process")
+    return P.process(c, proc)
+
+
+@route("GET", f"/v3/processes/{GUID}")
+def get_process(req: Request, guid: str) -> Any:
+    c = _c(req)
+    return P.process(c, c.process_by_guid(guid))
+
+
+@route("PATCH", f"/v3/processes/{GUID}")
+def patch_process(req: Request, guid: str) -> Any:
+    c = _c(req)
+    body = req.json()
+    changes: dict[str, Any] = {}
+    if "command" in body:
+        changes["user_command"] = body["command"]
+    hc = body.get("health_check") or {}
+    if hc.get("type"):
+        changes["health_check_type"] = hc["type"]
+    data = hc.get("data") or {}
+    if "endpoint" in data:
+        changes["health_check_endpoint"] = data["endpoint"]
+    if "timeout" in data:
+        changes["health_check_timeout"] = data["timeout"]
+    if "invocation_timeout" in data:
+        changes["health_check_invocation_timeout"] = data["invocation_timeout"]
+    return P.process(c, c.update_process(guid, **changes))
+
+
+@route("POST", f"/v3/processes/{GUID}/actions/scale")
+def scale_process(req: Request, guid: str) -> Any:
+    c = _c(req)
+    body = req.json()
+    changes = {}
+    for key, field in (("instances", "instances"), ("memory_in_mb", "memory_in_mb"), ("disk_in_mb", "disk_in_mb")):
+        if body.get(key) is not None:
+            if not isinstance(body[key], int) or body[key] < 0:
+                raise unprocessable(f"{key.capitalize().replace('_', ' ')} must be a non-negative integer")
+            changes[field] = body[key]
+    proc = c.update_process(guid, **changes)
+    if c.cell:
+        c.cell.converge_app(proc["app_guid"])
+    return 202, P.process(c, proc)
+
+
+@route("GET", f"/v3/processes/{GUID}/stats")
+def process_stats(req: Request, guid: str) -> Any:
+    c = _c(req)
+    proc = c.process_by_guid(guid)
+    stats = c.cell.stats(proc) if c.cell else []
+    return {"resources": stats}
+
+
+@route("GET", f"/v3/apps/{GUID}/sidecars")
+def app_sidecars(req: Request, guid: str) -> Any:
+    c = _c(req)
+    c.app_by_guid(guid)
+    return P.paginated(c.base_url, f"/v3/apps/{guid}/sidecars", [P.sidecar(c, s) for s in c.sidecars(guid)])
+
+
+@route("GET", f"/v3/processes/{GUID}/sidecars")
+def process_sidecars(req: Request, guid: str) -> Any:
+    c = _c(req)
+    proc = c.process_by_guid(guid)
+    found = [s for s in c.sidecars(proc["app_guid"]) if proc["type"] in s.get("process_types", [])]
+    return P.paginated(c.base_url, f"/v3/processes/{guid}/sidecars", [P.sidecar(c, s) for s in found])
+
+
+@route("GET", f"/v3/sidecars/{GUID}")
+def get_sidecar(req: Request, guid: str) -> Any:
+    c = _c(req)
+    try:
+        return P.sidecar(c, c.store.get("sidecars", guid))
+    except NotFound:
+        raise not_found("Sidecar") from None
+
+
+@route("POST", f"/v3/apps/{GUID}/sidecars")
+def create_sidecar(req: Request, guid: str) -> Any:
+    c = _c(req)
+    c.app_by_guid(guid)
+    body = req.json()
+    if c.store.first("sidecars", app_guid=guid, name=body.get("name")):
+        raise unprocessable(f"Sidecar with name '{body.get('name')}' already exists for given app")
+    sc = c.upsert_sidecar(guid, body.get("name", ""), body.get("command", ""), body.get("process_types") or [],
+                          body.get("memory_in_mb"))
+    return 201, P.sidecar(c, sc)
+
+
+@route("POST", "/v3/packages")
+def create_package(req: Request) -> Any:
+    c = _c(req)
+    body = req.json()
+    app_guid = (((body.get("relationships") or {}).get("app") or {}).get("data") or {}).get("guid")
+    if not app_guid:
+        raise unprocessable("Relationships must include an app")
+    return 201, P.package(c, c.create_package(app_guid))
+
+
+@route("POST", f"/v3/packages/{GUID}/upload")
+def upload_package(req: Request, guid: str) -> Any:
+    c = _c(req)
+    try:
+        return P.package(c, c.upload_package(guid, req.body))
+    except NotFound:
+        raise not_found("Package") from None
+
+
+@route("GET", f"/v3/packages/{GUID}")
+def get_package(req: Request, guid: str) -> Any:
+    c = _c(req)
+    try:
+        return P.package(c, c.store.get("packages", guid))
+    except NotFound:
+        raise not_found("Package") from None
+
+
+@route("GET", f"/v3/apps/{GUID}/packages")
+def app_packages(req: Request, guid: str) -> Any:
+    c = _c(req)
+    c.app_by_guid(guid)
+    return P.paginated(c.base_url, f"/v3/apps/{guid}/packages",
+                       [P.package(c, p) for p in c.store.find("packages", app_guid=guid)])
+
+
+@route("POST", "/v3/builds")
+def create_build(req: Request) -> Any:
+    c = _c(req)
+    body = req.json()
+    pkg = (body.get("package") or {}).get("guid")
+    lifecycle = (body.get("lifecycle") or {}).get("data") or {}
+    build = c.create_build(pkg, lifecycle.get("buildpacks"), lifecycle.get("stack"))
+    return 201, P.build(c, build)
+
+
+@route("GET", f"/v3/builds/{GUID}")
+def get_build(req: Request, guid: str) -> Any:
+    c = _c(req)
+    try:
+        return P.build(c, c.store.get("builds", guid))
+    except NotFound:
+        raise not_found("Build") from None
+
+
+@route("GET", f"/v3/apps/{GUID}/builds")
+def app_builds(req: Request, guid: str) -> Any:
+    c = _c(req)
+    c.app_by_guid(guid)
+    return P.paginated(c.base_url, f"/v3/apps/{guid}/builds",
+                       [P.build(c, b) for b in c.store.find("builds", app_guid=guid)])
+
+
+@route("GET", f"/v3/droplets/{GUID}")
+def get_droplet(req: Request, guid: str) -> Any:
+    c = _c(req)
+    try:
+        return P.droplet(c, c.store.get("droplets", guid))
+    except NotFound:
+        raise not_found("Droplet") from None
+
+
+@route("GET", f"/v3/droplets/{GUID}/download")
+def download_droplet(req: Request, guid: str) -> Any:
+    c = _c(req)
+    try:
+        d = c.store.get("droplets", guid)
+    except NotFound:
+        raise not_found("Droplet") from None
+    return Raw(c.droplet_path(d).read_bytes(), "application/gzip")
+
+
+@route("GET", f"/v3/apps/{GUID}/droplets")
+def app_droplets(req: Request, guid: str) -> Any:
+    c = _c(req)
+    c.app_by_guid(guid)
+    return P.paginated(c.base_url, f"/v3/apps/{guid}/droplets",
+                       [P.droplet(c, d) for d in c.store.find("droplets", app_guid=guid)])
+
+
+@route("GET", f"/v3/apps/{GUID}/droplets/current")
+def current_droplet(req: Request, guid: str) -> Any:
+    c = _c(req)
+    app = c.app_by_guid(guid)
+    d = c.store.maybe("droplets", app.get("droplet_guid"))
+    if not d:
+        raise not_found("Droplet")
+    return P.droplet(c, d)
+
+
+@route("PATCH", f"/v3/apps/{GUID}/relationships/current_droplet")
+def set_droplet(req: Request, guid: str) -> Any:
+    c = _c(req)
+    dguid = (req.json().get("data") or {}).get("guid")
+    c.set_current_droplet(guid, dguid)
+    return {"data": {"guid": dguid}, "links": {"self": {"href": f"{c.base_url}/v3/apps/{guid}/relationships/current_droplet"}}}
+
+
+@route("POST", f"/v3/apps/{GUID}/actions/(?P<action>start|stop|restart)")
+def app_action(req: Request, guid: str, action: str) -> Any:
+    c = _c(req)
+    app = c.app_by_guid(guid)
+    if action in ("start", "restart") and not app.get("droplet_guid"):
+        raise unprocessable("Assign a droplet before starting this app.")
+    if not c.cell:
+        raise ApiError(503, 10015, "CF-ServiceUnavailable", "This localcf has no cell to run instances.")
+    app = getattr(c.cell, f"{action}_app")(guid)
+    return P.app(c, app)
+
+
+@route("POST", f"/v3/spaces/{GUID}/actions/apply_manifest")
+def apply_manifest(req: Request, guid: str) -> Any:
+    c = _c(req)
+    if guid != SPACE_GUID:
+        raise not_found("Space")
+    c.apply_manifest(req.body.decode("utf-8", "replace"))
+    return 202, {}
+
+
+@route("GET", f"/v3/spaces/{GUID}")
+def get_space(req: Request, guid: str) -> Any:
+    if guid != SPACE_GUID:
+        raise not_found("Space")
+    return {"guid": SPACE_GUID, "name": "dev"}
+
+
+@route("GET", "/v3/buildpacks")
+def list_buildpacks(req: Request) -> Any:
+    c = _c(req)
+    bps = c.buildpacks()
+    names = req.q("names")
+    if names:
+        bps = [b for b in bps if b["name"] in names]
+    return P.paginated(c.base_url, "/v3/buildpacks", [P.buildpack(c, b) for b in bps])
+
+
+@route("POST", "/v3/buildpacks")
+def create_buildpack(req: Request) -> Any:
+    c = _c(req)
+    body = req.json()
+    bp = c.create_buildpack(body.get("name", ""), body.get("position"), body.get("enabled", True),
+                            body.get("locked", False), body.get("stack") or "cflinuxfs4")
+    return 201, P.buildpack(c, bp)
+
+
+def _buildpack(c: Controller, guid: str) -> dict[str, Any]:
+    try:
+        return c.store.get("buildpacks", guid)
+    except NotFound:
+        raise not_found("Buildpack") from None
+
+
+@route("GET", f"/v3/buildpacks/{GUID}")
+def get_buildpack(req: Request, guid: str) -> Any:
+    c = _c(req)
+    return P.buildpack(c, _buildpack(c, guid))
+
+
+@route("PATCH", f"/v3/buildpacks/{GUID}")
+def patch_buildpack(req: Request, guid: str) -> Any:
+    c = _c(req)
+    _buildpack(c, guid)
+    body = req.json()
+    changes = {k: body[k] for k in ("position", "enabled", "locked", "name", "stack") if k in body}
+    return P.buildpack(c, c.update_buildpack(guid, **changes))
+
+
+@route("POST", f"/v3/buildpacks/{GUID}/upload")
+def upload_buildpack(req: Request, guid: str) -> Any:
+    c = _c(req)
+    _buildpack(c, guid)
+    filename = req.headers.get("X-Filename") or "buildpack.zip"
+    return P.buildpack(c, c.upload_buildpack(guid, filename, req.body))
+
+
+@route("DELETE", f"/v3/buildpacks/{GUID}")
+def delete_buildpack(req: Request, guid: str) -> Any:
+    c = _c(req)
+    _buildpack(c, guid)
+    c.delete_buildpack(guid)
+    return 202, {}
+
+
+@route("GET", "/v3/audit_events")
+def audit_events(req: Request) -> Any:
+    c = _c(req)
+    targets = req.q("target_guids")
+    found = c.events(targets[0] if len(targets) == 1 else None, req.q("types") or None)
+    if len(targets) > 1:
+        found = [e for e in found if e["target"]["guid"] in targets]
+    return P.paginated(c.base_url, "/v3/audit_events", [P.audit_event(c, e) for e in found])
+
+
+@route("GET", f"/v3/apps/{GUID}/routes")
+def app_routes(req: Request, guid: str) -> Any:
+    c = _c(req)
+    c.app_by_guid(guid)
+    return P.paginated(c.base_url, f"/v3/apps/{guid}/routes", [P.route(c, r) for r in c.routes(guid)])
+
+
+@route("GET", "/v3/routes")
+def list_routes(req: Request) -> Any:
+    c = _c(req)
+    return P.paginated(c.base_url, "/v3/routes", [P.route(c, r) for r in c.store.find("routes")])
+
+
+@route("GET", f"/localcf/v1/apps/{GUID}/logs")
+def recent_logs(req: Request, guid: str) -> Any:
+    c = _c(req)
+    c.app_by_guid(guid)
+    return {"envelopes": c.logs.recent(guid)}
+
+
+@route("GET", f"/localcf/v1/apps/{GUID}/logs/stream")
+def stream_logs(req: Request, guid: str) -> Any:
+    c = _c(req)
+    c.app_by_guid(guid)
+
+    def chunks() -> Any:
+        yield b"\n"  # tells the client the tail is attached before anything is staged or started
+        for env in c.logs.follow(guid):
+            yield (json.dumps(env) + "\n").encode() if env else b"\n"
+    return Stream(chunks())
+
+
+@route("GET", "/localcf/v1/info")
+def localcf_info(req: Request) -> Any:
+    return req.handler.server.info()  # type: ignore[attr-defined]
+
+
+# ----------------------------------------------------------------------------------- the server
+
+class ApiHandler(BaseHTTPRequestHandler):
+    server_version = "localcf"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: the daemon log is for events
+        pass
+
+    def _send_json(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized(self) -> bool:
+        auth = self.headers.get("Authorization", "")
+        token = self.server.token  # type: ignore[attr-defined]
+        if not auth:
+            self._send_json(401, {"errors": [{"code": 10002, "title": "CF-NotAuthenticated",
+                                               "detail": "Authentication error"}]})
+            return False
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+            self._send_json(401, {"errors": [{"code": 1000, "title": "CF-InvalidAuthToken",
+                                               "detail": "Invalid Auth Token"}]})
+            return False
+        return True
+
+    def _dispatch(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if not self._authorized():
+            return
+        parts = urlsplit(self.path)
+        path = parts.path.rstrip("/") or "/"
+        req = Request(method, path, parse_qs(parts.query), body, self.headers, self)
+        matched_path = False
+        for m, pattern, fn in ROUTES:
+            match = pattern.match(path)
+            if not match:
+                continue
+            matched_path = True
+            if m != method:
+                continue
+            try:
+                result = fn(req, **match.groupdict())
+            except ApiError as e:
+                self._send_json(e.status, e.body())
+                return
+            except Exception as e:  # report, keep serving
+                self.server.log_error(f"{method} {path}: {e!r}")  # type: ignore[attr-defined]
+                self._send_json(500, {"errors": [{"code": 10001, "title": "UnknownError",
+                                                   "detail": f"An unknown error occurred: {e}"}]})
+                return
+            self._respond(result)
+            return
+        if matched_path:
+            self._send_json(405, {"errors": [{"code": 10000, "title": "CF-NotFound",
+                                               "detail": f"{method} is not allowed on {path}"}]})
+        else:
+            self._send_json(404, {"errors": [{"code": 10000, "title": "CF-NotFound",
+                                               "detail": "Unknown request"}]})
+
+    def _respond(self, result: Any) -> None:
+        status = 200
+        if isinstance(result, tuple):
+            status, result = result
+        if isinstance(result, Raw):
+            self.send_response(status)
+            self.send_header("Content-Type", result.content_type)
+            self.send_header("Content-Length", str(len(result.data)))
+            self.end_headers()
+            self.wfile.write(result.data)
+        elif isinstance(result, Stream):
+            self.send_response(status)
+            self.send_header("Content-Type", result.content_type)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            try:
+                for chunk in result.chunks:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        else:
+            self._send_json(status, result)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+
+class ApiServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, controller: Controller, token: str, port: int = 0,
+                 info: Callable[[], dict[str, Any]] | None = None):
+        super().__init__(("127.0.0.1", port), ApiHandler)
+        self.controller = controller
+        self.token = token
+        self.info = info or (lambda: {})
+        controller.base_url = f"http://127.0.0.1:{self.server_address[1]}"
+
+    def log_error(self, msg: str) -> None:
+        import sys
+        print(f"localcf api: {msg}", file=sys.stderr, flush=True)
+
+    def serve_in_thread(self) -> threading.Thread:
+        t = threading.Thread(target=self.serve_forever, name="api", daemon=True)
+        t.start()
+        return t

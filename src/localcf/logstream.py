@@ -1,0 +1,80 @@
+"""The log stream: envelopes per app, persisted for `logs --recent`, and a live tail.
+
+An envelope is `{app_guid, timestamp (ns), source_type, instance, stream (OUT|ERR), message}`,
+the fields loggregator's envelopes carry that the cf CLI prints.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime
+from typing import Any, Iterator
+
+from .store import Store
+
+
+def envelope(app_guid: str, source_type: str, instance: str | int, stream: str, message: str,
+             timestamp: int | None = None) -> dict[str, Any]:
+    return {
+        "app_guid": app_guid,
+        "timestamp": timestamp if timestamp is not None else time.time_ns(),
+        "source_type": source_type,
+        "instance": str(instance),
+        "stream": stream,
+        "message": message,
+    }
+
+
+def format_line(env: dict[str, Any]) -> str:
+    """One envelope in the cf CLI v7/v8 format:
+    `   2019-05-18T02:53:35.00+0000 [APP/PROC/WEB/0] OUT message`."""
+    ts = datetime.fromtimestamp(env["timestamp"] / 1e9).astimezone()
+    stamp = ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 10000:02d}" + ts.strftime("%z")
+    header = f"   {stamp} [{env['source_type']}/{env['instance']}] {env['stream']} "
+    return "\n".join(header + part for part in env["message"].split("\n"))
+
+
+class LogStream:
+    """Fan-out of envelopes to the store and to live subscribers."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._tail: list[tuple[int, dict[str, Any]]] = []  # recent envelopes for live followers
+
+    def emit(self, app_guid: str, source_type: str, instance: str | int, stream: str,
+             message: str) -> None:
+        """Record one log line (a message with newlines is split, as loggregator does)."""
+        lines = message.rstrip("\n").split("\n") if message else [""]
+        envs = [envelope(app_guid, source_type, instance, stream, line) for line in lines]
+        self.store.append_logs(envs)
+        with self._cond:
+            for e in envs:
+                self._seq += 1
+                self._tail.append((self._seq, e))
+            if len(self._tail) > 5000:
+                del self._tail[: len(self._tail) - 5000]
+            self._cond.notify_all()
+
+    def recent(self, app_guid: str, limit: int = 1000) -> list[dict[str, Any]]:
+        return self.store.recent_logs(app_guid, limit)
+
+    def follow(self, app_guid: str, stop: threading.Event | None = None,
+               heartbeat: float = 1.0) -> Iterator[dict[str, Any] | None]:
+        """Yield new envelopes of an app as they come; yields None every `heartbeat` seconds
+        without news, so that a caller can notice a closed connection."""
+        with self._cond:
+            seen = self._seq
+        while not (stop and stop.is_set()):
+            with self._cond:
+                if self._seq == seen:
+                    self._cond.wait(heartbeat)
+                news = [e for s, e in self._tail if s > seen]
+                seen = self._seq
+            mine = [e for e in news if e["app_guid"] == app_guid]
+            if not mine:
+                yield None
+            for e in mine:
+                yield e

@@ -1,0 +1,264 @@
+"""The stager: turns a build (package + buildpacks) into a droplet by running the builder.
+
+Reads top to bottom in the order staging happens on Cloud Foundry: download buildpacks, create the
+staging container, download the app package, run the builder (detect, supply, finalize or compile,
+release), upload the droplet and the build artifacts cache, destroy the container.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from . import buildpacks as bp_fetch
+from .controller import Controller, STACK
+
+CELL_ID = "localcf-cell-0"
+
+# builder exit code -> what Cloud Controller records as the build's error
+STAGING_ERRORS = {
+    222: "NoAppDetectedError - An app was not successfully detected by any available buildpack",
+    223: "BuildpackCompileFailed - App staging failed in the buildpack compile phase",
+    224: "BuildpackReleaseFailed - App staging failed in the buildpack release phase",
+    225: "StagingError - Staging error: staging failed",
+}
+DEFAULT_STAGING_ERROR = "StagingError - Staging error: staging failed"
+
+# (argv, env, binds {host path: container path}, network, on_output(stream, line)) -> exit status
+TaskRunner = Callable[[list[str], dict[str, str], dict[Path, str], str, Callable[[str, str], None]], int]
+
+
+def host_task_runner(argv: list[str], env: dict[str, str], binds: dict[Path, str], network: str,
+                     on_output: Callable[[str, str], None]) -> int:
+    """Run a staging task as a plain child process on the host (no container)."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+    def pump(pipe: Any, stream: str) -> None:
+        for raw in iter(pipe.readline, b""):
+            on_output(stream, raw.decode("utf-8", "replace").rstrip("\n"))
+        pipe.close()
+
+    threads = [threading.Thread(target=pump, args=(proc.stdout, "OUT"), daemon=True),
+               threading.Thread(target=pump, args=(proc.stderr, "ERR"), daemon=True)]
+    for t in threads:
+        t.start()
+    code = proc.wait()
+    for t in threads:
+        t.join()
+    return code if code >= 0 else 128 - code
+
+
+def human_size(n: int) -> str:
+    for unit, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n}B"
+
+
+def dir_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+class Stager:
+    """Runs builds, one thread each, streaming `[STG/0]` lines into the app's log."""
+
+    def __init__(self, controller: Controller, runner: TaskRunner | None = None,
+                 air_gapped: bool = False):
+        self.c = controller
+        self.state = controller.state
+        self.runner = runner or host_task_runner
+        self.air_gapped = air_gapped
+        self._threads: dict[str, threading.Thread] = {}
+
+    def stage(self, build: dict[str, Any]) -> None:
+        t = threading.Thread(target=self.run, args=(build["guid"],), name=f"stage-{build['guid']}",
+                             daemon=True)
+        self._threads[build["guid"]] = t
+        t.start()
+
+    def wait(self, build_guid: str, timeout: float | None = None) -> None:
+        t = self._threads.get(build_guid)
+        if t:
+            t.join(timeout)
+
+    def resume_interrupted(self) -> None:
+        """Builds left STAGING by a dead daemon are failed, as Cloud Controller does on a lost task."""
+        for b in self.c.store.find("builds"):
+            if b["state"] == "STAGING":
+                self.c.store.update("builds", b["guid"], state="FAILED",
+                                    error="StagingError - Staging error: staging was interrupted")
+
+    # ------------------------------------------------------------------------------------------
+
+    def run(self, build_guid: str) -> None:
+        store = self.c.store
+        build = store.get("builds", build_guid)
+        app = store.get("apps", build["app_guid"])
+        work = self.state.staging / build_guid
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+
+        def stg(line: str, stream: str = "OUT") -> None:
+            self.c.logs.emit(app["guid"], "STG", 0, stream, line)
+
+        try:
+            keys, skip_detect = self.download_buildpacks(build, work / "buildpacks", stg)
+            stg(f"Cell {CELL_ID} creating container for instance {build_guid}")
+            stg(f"Cell {CELL_ID} successfully created container for instance {build_guid}")
+            self.download_package(build, work / "app", stg)
+            code = self.run_builder(app, work, keys, skip_detect, stg)
+            if code == 0:
+                self.upload_droplet(app, build, work, stg)
+            else:
+                store.update("builds", build_guid, state="FAILED",
+                             error=STAGING_ERRORS.get(code, DEFAULT_STAGING_ERROR))
+            stg(f"Cell {CELL_ID} stopping instance {build_guid}")
+            stg(f"Cell {CELL_ID} destroying container for instance {build_guid}")
+            stg(f"Cell {CELL_ID} successfully destroyed container for instance {build_guid}")
+        except bp_fetch.BuildpackError as e:
+            stg(str(e), "ERR")
+            store.update("builds", build_guid, state="FAILED", error=f"StagingError - Staging error: {e}")
+        except Exception as e:  # the daemon must survive any staging failure and record it
+            stg(f"Staging failed: {e}", "ERR")
+            store.update("builds", build_guid, state="FAILED", error=f"StagingError - Staging error: {e}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def download_buildpacks(self, build: dict[str, Any], dest: Path,
+                            stg: Callable[..., None]) -> tuple[list[str], bool]:
+        """Buildpacks named by the build (explicit: no detection), else every enabled admin one."""
+        dest.mkdir(parents=True)
+        refs = list(build.get("buildpacks") or [])
+        skip_detect = bool(refs)
+        if not refs:
+            refs = [b["name"] for b in self.c.buildpacks() if b.get("enabled") and b.get("state") == "READY"]
+        for ref in refs:
+            target = dest / hashlib.md5(ref.encode()).hexdigest()
+            admin = self.c.buildpack_by_name(ref)
+            stg(f"Downloading {ref}...")
+            if admin:
+                source = str(self.state.buildpacks / f"{admin['guid']}.zip")
+                self._extract_cached(Path(source), admin.get("checksum") or "", target)
+            else:
+                tmp = dest / (target.name + ".fetch")
+                bp_fetch.fetch(ref, tmp).rename(target)
+                shutil.rmtree(tmp, ignore_errors=True)
+            stg(f"Downloaded {ref}")
+        return refs, skip_detect
+
+    def _extract_cached(self, zip_path: Path, checksum: str, target: Path) -> None:
+        """Admin buildpacks are unpacked once per checksum and linked into each staging."""
+        cache = self.state.root / "buildpack-cache" / (checksum or hashlib.sha256(zip_path.read_bytes()).hexdigest())
+        if not cache.exists():
+            tmp = cache.with_name(cache.name + f".{os.getpid()}.{threading.get_ident()}")
+            got = bp_fetch.fetch(str(zip_path), tmp)
+            if got != tmp:  # the zip held one top folder: keep just the buildpack root
+                inner = tmp.with_name(tmp.name + ".inner")
+                got.rename(inner)
+                shutil.rmtree(tmp)
+                inner.rename(tmp)
+            try:
+                tmp.rename(cache)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)  # another staging won the race
+        target.symlink_to(cache, target_is_directory=True)
+
+    def download_package(self, build: dict[str, Any], app_dir: Path, stg: Callable[..., None]) -> None:
+        pkg = self.c.store.get("packages", build["package_guid"])
+        path = self.c.package_path(pkg)
+        stg("Downloading app package...")
+        app_dir.mkdir(parents=True)
+        bp_fetch.extract_zip(path, app_dir)
+        stg(f"Downloaded app package ({human_size(path.stat().st_size)})")
+
+    def staging_env(self, app: dict[str, Any]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALCF_")}
+        env.update({str(k): str(v) for k, v in (app.get("env") or {}).items()})
+        env.update({
+            "CF_STACK": app.get("stack") or STACK,
+            "LANG": "en_US.UTF-8",
+            "MEMORY_LIMIT": "1024m",
+            "VCAP_SERVICES": "{}",
+            "VCAP_APPLICATION": json.dumps({"application_id": app["guid"], "application_name": app["name"],
+                                            "name": app["name"], "space_name": "dev",
+                                            "organization_name": "localcf"}),
+            "LOCALCF_PYTHON": sys.executable,
+            "PYTHONUNBUFFERED": "1",
+        })
+        src = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        return env
+
+    def run_builder(self, app: dict[str, Any], work: Path, keys: list[str], skip_detect: bool,
+                    stg: Callable[..., None]) -> int:
+        cache = self.state.caches / app["guid"]
+        cache.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "localcf.builder",
+                "--build-dir", str(work / "app"),
+                "--buildpacks-dir", str(work / "buildpacks"),
+                "--buildpack-order", ",".join(keys),
+                "--build-artifacts-cache-dir", str(cache),
+                "--output-droplet", str(work / "droplet.tgz"),
+                "--output-metadata", str(work / "result.json"),
+                "--work-dir", str(work / "contents")]
+        if skip_detect:
+            argv.append("--skip-detect")
+        binds = {work: str(work), cache: str(cache)}
+        network = "none" if self.air_gapped else "host"
+        code = self.runner(argv, self.staging_env(app), binds, network, lambda s, line: stg(line, s))
+        stg(f"Exit status {code}")
+        return code
+
+    def upload_droplet(self, app: dict[str, Any], build: dict[str, Any], work: Path,
+                       stg: Callable[..., None]) -> None:
+        store = self.c.store
+        result = json.loads((work / "result.json").read_text())
+        stg("Uploading droplet, build artifacts cache...")
+        stg("Uploading droplet...")
+        stg("Uploading build artifacts cache...")
+        stg(f"Uploaded build artifacts cache ({human_size(dir_size(self.state.caches / app['guid']))})")
+        data = (work / "droplet.tgz").read_bytes()
+        meta = result.get("lifecycle_metadata") or {}
+        droplet = store.insert("droplets", {
+            "app_guid": app["guid"], "package_guid": build["package_guid"], "build_guid": build["guid"],
+            "state": "STAGED", "error": None, "process_types": result.get("process_types") or {},
+            "execution_metadata": result.get("execution_metadata", ""),
+            "detected_buildpack": result.get("detected_buildpack"),
+            "sidecars": result.get("sidecars") or [],
+            "buildpacks": [{"name": b.get("key"), "detect_output": b.get("name"),
+                            "buildpack_name": b.get("name"), "version": b.get("version")}
+                           for b in meta.get("buildpacks") or []],
+            "stack": build.get("stack") or STACK,
+            "checksum": hashlib.sha256(data).hexdigest(), "size": len(data),
+        })
+        path = self.c.droplet_path(droplet)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        stg(f"Uploaded droplet ({human_size(len(data))})")
+        stg("Uploading complete")
+        conflict = self.c.sidecar_conflicts(app["guid"], droplet["sidecars"])
+        if conflict:
+            store.update("droplets", droplet["guid"], state="FAILED", error=conflict)
+            store.update("builds", build["guid"], state="FAILED",
+                         error=f"StagingError - Staging error: {conflict}")
+            stg(conflict, "ERR")
+            return
+        store.update("builds", build["guid"], state="STAGED", droplet_guid=droplet["guid"])
+        self.c.audit("audit.app.droplet.create", app, {"droplet_guid": droplet["guid"]})
+
