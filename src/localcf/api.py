@@ -395,7 +395,7 @@ def apply_manifest(req: Request, guid: str) -> Any:
     c = _c(req)
     if guid != SPACE_GUID:
         raise not_found("Space")
-    c.apply_manifest(req.body.decode("utf-8", "replace"))
+    c.apply_manifest(req.body, req.headers.get("Content-Type") or "application/x-yaml")
     return 202, {}
 
 

@@ -19,6 +19,7 @@ from . import manifest as manifest_mod
 from .appbits import zip_app_dir
 from .buildpacks import is_url
 from .client import Client, ClientError
+from .controller import SPACE_GUID
 from .logstream import format_line
 from .paths import StateDir
 
@@ -163,13 +164,11 @@ def check_buildpacks_exist(m: Any, app_index: int, refs: list[str], where: str |
         if ref in ("default", "null", "") or is_url(ref) or os.path.isabs(ref):
             continue
         if client().buildpack(ref) is None:
-            loc = ""
-            if m is not None:
-                try:
-                    loc = m.where(app_index, "buildpacks", i) + ": "
-                except Exception:
-                    loc = ""
-            raise CommandFailed(f'{loc}Buildpack "{ref}" must be an existing admin buildpack or a valid git URI')
+            msg = f'Buildpack "{ref}" must be an existing admin buildpack or a valid git URI'
+            if m is not None and m.source and ref in (m.apps[app_index].buildpacks or []):
+                raise m.error(app_index, "buildpacks", m.apps[app_index].buildpacks.index(ref), message=msg,
+                              hint="create it with `localcf create-buildpack`, or fix the name (see `localcf buildpacks`)")
+            raise CommandFailed(msg)
 
 
 def resolve_buildpack_refs(refs: list[str], base: Path) -> list[str]:
@@ -230,9 +229,9 @@ def send_manifest(m: Any, indexes: list[int], overrides: dict[str, Any] | None =
             d["buildpacks"] = refs
         check_buildpacks_exist(m, i, refs)
         apps.append(d)
-    text = yaml.safe_dump({"applications": apps}, sort_keys=False)
-    client().request("POST", "/v3/spaces/5bace5ba-0000-4000-8000-00000000c0de/actions/apply_manifest",
-                     data=text.encode(), headers={"Content-Type": "application/x-yaml"})
+    client().request("POST", f"/v3/spaces/{SPACE_GUID}/actions/apply_manifest",
+                     data=json.dumps({"applications": apps}).encode(),
+                     headers={"Content-Type": "application/json"})
 
 
 @main.command()

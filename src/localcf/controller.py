@@ -423,16 +423,25 @@ class Controller:
 
     # -------------------------------------------------------------- manifest
 
-    def apply_manifest(self, text: str) -> list[dict[str, Any]]:
-        """Server-side manifest: create or update apps, env, processes, sidecars and routes."""
+    def apply_manifest(self, body: bytes, content_type: str = "application/x-yaml") -> list[dict[str, Any]]:
+        """Server-side manifest: create or update apps, env, processes, sidecars and routes.
+
+        Takes manifest YAML (as Cloud Controller does), or the JSON the localcf CLI sends after it
+        has validated the manifest file itself (so that its errors can name the file's lines).
+        """
         try:
-            parsed = manifest_mod.loads(text, source="manifest", base_dir=None)
+            if content_type.startswith("application/json"):
+                import json
+                payload = json.loads(body)
+                apps = [manifest_mod.AppManifest.from_dict(a) for a in payload.get("applications") or []]
+            else:
+                apps = manifest_mod.loads(body.decode("utf-8", "replace"), source="manifest",
+                                          base_dir=".", check_paths=False).apps
         except manifest_mod.ManifestError as e:
             raise unprocessable(str(e)) from None
-        applied = []
-        for am in parsed.apps:
-            applied.append(self._apply_app(am))
-        return applied
+        except (ValueError, TypeError, AttributeError) as e:
+            raise unprocessable(f"The manifest could not be read: {e}") from None
+        return [self._apply_app(am) for am in apps]
 
     def _apply_app(self, am: Any) -> dict[str, Any]:
         spec = am.to_dict()

@@ -1,0 +1,3 @@
+module sidecarlab/config-server
+
+go 1.22
