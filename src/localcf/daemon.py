@@ -157,17 +157,16 @@ class Daemon:
         self.stopping = threading.Event()
 
     def _attach_cell(self) -> None:
-        """The cell and router arrive with the container runtime; without them apps only stage."""
+        """The cell runs instances and staging tasks in the container runtime; the router fronts it."""
+        from .cell import Cell
+        self.cell = Cell(self.controller)
+        self.controller.cell = self.cell
+        self.stager.runner = self.cell.task_runner
         try:
-            from .cell import Cell
             from .router import Router
         except ImportError:
             return
-        self.cell = Cell(self.controller)
-        self.controller.cell = self.cell
-        self.router = Router(self.cell)
-        if hasattr(self.cell, "task_runner"):
-            self.stager.runner = self.cell.task_runner
+        self.router = Router(self.cell, self.logs.emit)
 
     def info(self) -> dict[str, Any]:
         return {

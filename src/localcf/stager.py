@@ -218,7 +218,7 @@ class Stager:
                 "--work-dir", str(work / "contents")]
         if skip_detect:
             argv.append("--skip-detect")
-        binds = {work: str(work), cache: str(cache)}
+        binds = {work: "/home/vcap/staging", cache: "/home/vcap/cache"}
         network = "none" if self.air_gapped else "host"
         code = self.runner(argv, self.staging_env(app), binds, network, lambda s, line: stg(line, s))
         stg(f"Exit status {code}")

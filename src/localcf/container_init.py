@@ -1,0 +1,668 @@
+"""The init of a localcf container: PID 1 in namespaces mode, the supervisor in process mode.
+
+The runtime (`localcf.runtime`) starts it as `python -I -S container_init.py CONFIG`, under
+`unshare` in namespaces mode. It is on the start path of every container, so it uses the standard
+library only, imports little, and knows nothing about Cloud Foundry: it sets the container up,
+then starts, signals and reaps the processes the runtime asks for.
+
+Three kinds, chosen by the config's `kind`:
+
+- `container`: set up, say `ready` over the control socket, then serve requests (spawn, signal,
+  stop, exec, connect) and report output lines and exits until the control socket closes.
+- `task`: set up, run `argv` with the inherited stdout/stderr and exit with its status.
+- `probe`: set up, print what worked as JSON and exit (the runtime's one-time check).
+
+The control socket carries frames: 8 bytes (header length, body length, big endian), a JSON
+header, a raw body (an output line), and file descriptors as SCM_RIGHTS on the frame's first byte.
+"""
+
+import errno
+import fcntl
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+_HEAD = struct.Struct(">II")
+_MAX_FDS = 4
+# Longer lines are cut into pieces of this size, as loggregator splits long messages.
+MAX_LINE = 60 * 1024
+
+# mount(2), prctl(2), umount2(2) constants (Linux).
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 0x2, 0x4, 0x8
+_MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 1 << 18
+_MNT_DETACH = 2
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+
+
+# --- framing (also used by the runtime) -----------------------------------------------------
+
+def send_frame(sock: socket.socket, header: dict, body: bytes = b"", fds: "list[int] | tuple" = ()) -> None:
+    """Send one frame; the caller serialises concurrent senders."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    data = _HEAD.pack(len(head), len(body)) + head + body
+    if fds:
+        sent = socket.send_fds(sock, [data], list(fds))
+        if sent < len(data):
+            sock.sendall(data[sent:])
+    else:
+        sock.sendall(data)
+
+
+def recv_frame(sock: socket.socket) -> "tuple[dict, bytes, list[int]] | None":
+    """Receive one frame as (header, body, fds), or None at end of stream."""
+    fds: list = []
+    head = _recv_exact(sock, _HEAD.size, fds)
+    if head is None:
+        return None
+    hlen, blen = _HEAD.unpack(head)
+    rest = _recv_exact(sock, hlen + blen, fds) if hlen + blen else b""
+    if rest is None:
+        return None
+    return json.loads(rest[:hlen]), rest[hlen:], fds
+
+
+def _recv_exact(sock, n, fds):
+    # Never read past the frame: descriptors ride on the first byte of the frame they belong to.
+    buf = bytearray()
+    flags = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+    while len(buf) < n:
+        data, anc, _, _ = sock.recvmsg(n - len(buf), socket.CMSG_SPACE(_MAX_FDS * 4), flags)
+        for level, kind, cdata in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                count = len(cdata) // 4
+                fds.extend(struct.unpack("%di" % count, cdata[:count * 4]))
+        if not data:
+            return None
+        buf += data
+    return bytes(buf)
+
+
+def exit_status(wait_status: int) -> int:
+    """Diego's exit status: the code of a normal exit, 128+N for a kill by signal N."""
+    code = os.waitstatus_to_exitcode(wait_status)
+    return 128 - code if code < 0 else code
+
+
+# --- namespace setup ------------------------------------------------------------------------
+
+class _Libc:
+    def __init__(self):
+        import ctypes  # only where needed: it costs a few ms
+
+        self._ctypes = ctypes
+        self.lib = ctypes.CDLL(None, use_errno=True)
+
+    def _check(self, result, what):
+        if result != 0:
+            err = self._ctypes.get_errno()
+            raise OSError(err, "%s: %s" % (what, os.strerror(err)))
+
+    def mount(self, src, target, fstype, flags, data=None):
+        enc = lambda v: v.encode() if isinstance(v, str) else v  # noqa: E731
+        what = "mount %s on %s" % (fstype or "--bind %s" % src, target)
+        self._check(self.lib.mount(enc(src), enc(target), enc(fstype), flags, enc(data)), what)
+
+    def umount(self, target):
+        self._check(self.lib.umount2(target.encode(), _MNT_DETACH), "umount %s" % target)
+
+    def sethostname(self, name):
+        raw = name.encode()[:64]
+        self._check(self.lib.sethostname(raw, len(raw)), "sethostname %s" % name)
+
+    def prctl(self, option, arg):
+        self._check(self.lib.prctl(option, arg, 0, 0, 0), "prctl %d" % option)
+
+
+def _loopback_up():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        res = fcntl.ioctl(s, _SIOCGIFFLAGS, struct.pack("16sh22x", b"lo", 0))
+        flags = struct.unpack("16sh22x", res)[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | _IFF_UP))
+
+
+def _mount_home(libc, root):
+    """Show `root` at /home/vcap without hiding anything else under /home.
+
+    Learners' virtualenvs and projects often live under /home, and the app runs with that
+    interpreter, so /home becomes a tmpfs with every original entry bound back.
+    """
+    home = os.path.realpath("/home")
+    if not os.path.isdir(home):
+        raise OSError(errno.ENOENT, "/home does not exist on this host")
+    # Keep a handle on the original /home: its entries stay reachable once it is covered.
+    orig = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        entries = os.listdir(orig)
+        libc.mount("tmpfs", home, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=755")
+        try:
+            import stat
+
+            for name in entries:
+                if name == "vcap":
+                    continue
+                src, dst = "/proc/self/fd/%d/%s" % (orig, name), "%s/%s" % (home, name)
+                st = os.lstat(src)
+                if stat.S_ISLNK(st.st_mode):
+                    os.symlink(os.readlink(src), dst)
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    os.mkdir(dst, 0o755)
+                elif stat.S_ISREG(st.st_mode):
+                    os.close(os.open(dst, os.O_CREAT | os.O_WRONLY, 0o644))
+                else:
+                    continue
+                libc.mount(src, dst, None, _MS_BIND | _MS_REC)
+            os.mkdir(home + "/vcap", 0o755)
+            libc.mount(root, home + "/vcap", None, _MS_BIND | _MS_REC)
+        except OSError:
+            libc.umount(home)  # give the host's /home back whole rather than half of it
+            raise
+    finally:
+        os.close(orig)
+    return "/home/vcap"
+
+
+def setup(cfg):
+    """Set the container up; returns (home path inside, why /home/vcap could not be made)."""
+    root = cfg.get("root")
+    if not cfg.get("ns"):
+        return root, None
+    libc = _Libc()
+    libc.mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    libc.mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    if cfg.get("hostname"):
+        libc.sethostname(cfg["hostname"])
+    if cfg.get("net"):
+        _loopback_up()
+    home, home_error = root, None
+    if cfg.get("home") and root:
+        try:
+            home = _mount_home(libc, root)
+        except OSError as exc:
+            home_error = str(exc)
+    if home == "/home/vcap":
+        for host, inside in cfg.get("binds") or ():
+            libc.mount(host, inside, None, _MS_BIND | _MS_REC)
+    return home, home_error
+
+
+def _child_setup(session=False, tty=False, pdeathsig=False, libc=None):
+    import termios  # resolved here, in the parent: imports after fork can deadlock
+
+    tiocsctty = termios.TIOCSCTTY
+
+    def setup_child():
+        if session:
+            os.setsid()
+        else:
+            os.setpgid(0, 0)
+        if tty:
+            fcntl.ioctl(0, tiocsctty, 0)
+        if pdeathsig and libc is not None:
+            libc.lib.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return setup_child
+
+
+# --- the container supervisor ---------------------------------------------------------------
+
+class _Proc:
+    def __init__(self, name, popen, kind):
+        self.name, self.popen, self.pid, self.kind = name, popen, popen.pid, kind
+        self.pipes = []
+
+
+class Init:
+    """The supervisor loop of a `container` init."""
+
+    def __init__(self, cfg, ctrl):
+        self.cfg, self.ctrl = cfg, ctrl
+        self.ns = bool(cfg.get("ns"))
+        self.libc = _Libc() if sys.platform.startswith("linux") else None
+        self.sel = selectors.DefaultSelector()
+        self.by_pid = {}       # pid -> _Proc (app processes and exec'd ones)
+        self.by_name = {}      # process name -> _Proc while it runs
+        self.pipes = {}        # fd -> [proc name, "OUT"|"ERR", pending bytes]
+        self.stopping = None   # [request id, SIGKILL deadline or None]
+        self.quit = False
+        self.home = cfg.get("root")
+
+    # Outbound -----------------------------------------------------------------------------
+    def send(self, header, body=b"", fds=()):
+        try:
+            send_frame(self.ctrl, header, body, fds)
+        except OSError:
+            self.quit = True  # the runtime is gone
+
+    def reply(self, req, **fields):
+        fields["re"] = req.get("id")
+        self.send(fields)
+
+    def fail(self, req, exc):
+        if isinstance(exc, OSError) and exc.errno:
+            self.reply(req, error=exc.strerror or str(exc), errno=exc.errno, filename=exc.filename)
+        else:
+            self.reply(req, error=str(exc), errno=0)
+
+    # Setup and loop ---------------------------------------------------------------------------
+    def run(self):
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        if self.libc is not None and not self.ns:
+            # Orphans of our processes come back to us instead of escaping to the host's init.
+            try:
+                self.libc.prctl(_PR_SET_CHILD_SUBREAPER, 1)
+            except OSError:
+                pass
+        try:
+            self.home, home_error = setup(self.cfg)
+        except OSError as exc:
+            self.send({"ev": "failed", "error": str(exc)})
+            return 1
+        relay = None
+        if self.cfg.get("relay"):
+            relay = self._listen(self.cfg["relay"])
+            self.sel.register(relay, selectors.EVENT_READ, "relay")
+        self.sel.register(self.ctrl, selectors.EVENT_READ, "ctrl")
+        self.sel.register(wake_r, selectors.EVENT_READ, "wake")
+        self.send({"ev": "ready", "home": self.home, "home_error": home_error, "pid": os.getpid()})
+        while not self.quit:
+            timeout = None
+            if self.stopping and self.stopping[1] is not None:
+                timeout = max(0.0, self.stopping[1] - time.monotonic())
+            for key, _ in self.sel.select(timeout):
+                what = key.data
+                if what == "ctrl":
+                    self._on_request()
+                elif what == "wake":
+                    self._drain_wakeups(wake_r)
+                elif what == "relay":
+                    self._accept_relay(relay)
+                else:
+                    self._on_pipe(key.fd)
+                if self.quit:
+                    break
+            if self.stopping and self.stopping[1] is not None and time.monotonic() >= self.stopping[1]:
+                self._signal_all(signal.SIGKILL)
+                self.stopping[1] = None
+            self._check_stopped()
+        self._kill_everything()
+        return 0
+
+    def _listen(self, path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(path)
+        s.listen(128)
+        s.setblocking(False)
+        return s
+
+    def _on_signal(self, signum, frame):
+        if signum != signal.SIGCHLD:
+            self.quit = True
+
+    def _drain_wakeups(self, fd):
+        try:
+            while os.read(fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+        self._reap()
+
+    # Requests ------------------------------------------------------------------------------
+    def _on_request(self):
+        try:
+            frame = recv_frame(self.ctrl)
+        except (OSError, ValueError):
+            frame = None
+        if frame is None:
+            self.quit = True  # the runtime closed the socket or died: the container goes too
+            return
+        req, _body, fds = frame
+        op = req.get("op")
+        try:
+            handler = getattr(self, "_op_" + str(op), None)
+            if handler is None:
+                raise ValueError("unknown request %r" % op)
+            handler(req, fds)
+        except Exception as exc:  # every request gets an answer, whatever went wrong
+            for fd in fds:
+                _close(fd)
+            self.fail(req, exc)
+
+    def _popen(self, argv, env, cwd, stdin, stdout, stderr, session=False, tty=False):
+        return subprocess.Popen(
+            argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, close_fds=True,
+            preexec_fn=_child_setup(session, tty, pdeathsig=not self.ns, libc=self.libc),
+        )
+
+    def _op_spawn(self, req, fds):
+        name = req["name"]
+        if name in self.by_name:
+            raise ValueError("a process named %r is already running" % name)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            popen = self._popen(req["argv"], req.get("env") or {}, req.get("cwd"),
+                                subprocess.DEVNULL, out_w, err_w)
+        except BaseException:
+            for fd in (out_r, err_r):
+                _close(fd)
+            raise
+        finally:
+            _close(out_w)
+            _close(err_w)
+        proc = _Proc(name, popen, "proc")
+        for fd, stream in ((out_r, "OUT"), (err_r, "ERR")):
+            os.set_blocking(fd, False)
+            self.pipes[fd] = [name, stream, b""]
+            proc.pipes.append(fd)
+            self.sel.register(fd, selectors.EVENT_READ, "pipe")
+        self.by_pid[proc.pid] = proc
+        self.by_name[name] = proc
+        self.reply(req, pid=proc.pid)
+
+    def _op_exec(self, req, fds):
+        tty = bool(req.get("tty"))
+        try:
+            if tty:
+                stdin = stdout = stderr = fds[0]
+            else:
+                stdin, stdout, stderr = fds[0], fds[1], fds[2]
+            popen = self._popen(req["argv"], req.get("env") or {}, req.get("cwd") or self.home,
+                                stdin, stdout, stderr, session=True, tty=tty)
+        finally:
+            for fd in fds:
+                _close(fd)
+        proc = _Proc(req.get("xid"), popen, "exec")
+        self.by_pid[proc.pid] = proc
+        self.reply(req, pid=proc.pid)
+
+    def _op_signal(self, req, fds):
+        proc = self.by_name.get(req["name"])
+        if proc is None:
+            raise ProcessLookupError(errno.ESRCH, "no running process named %r" % req["name"])
+        os.kill(proc.pid, int(req["sig"]))
+        self.reply(req, ok=True)
+
+    def _op_xsignal(self, req, fds):
+        for proc in self.by_pid.values():
+            if proc.kind == "exec" and proc.name == req["xid"]:
+                os.kill(proc.pid, int(req["sig"]))
+                break
+        self.reply(req, ok=True)
+
+    def _op_stop(self, req, fds):
+        self._signal_all(signal.SIGTERM)
+        graceful = float(req.get("graceful", 10.0))
+        self.stopping = [req, time.monotonic() + graceful]
+        self._check_stopped()
+
+    def _op_connect(self, req, fds):
+        s = socket.create_connection(("127.0.0.1", int(req["port"])), timeout=float(req.get("timeout", 2.0)))
+        s.settimeout(None)  # the descriptor's flags travel with it: hand over a blocking socket
+        try:
+            self.reply_fd(req, s.fileno())
+        finally:
+            s.close()
+
+    def reply_fd(self, req, fd):
+        self.send({"re": req.get("id"), "ok": True}, fds=[fd])
+
+    # Processes -----------------------------------------------------------------------------
+    def _signal_all(self, sig):
+        if self.ns:
+            # As PID 1 of the namespace, -1 reaches every process but us, orphans included.
+            _kill(-1, sig)
+            return
+        for proc in list(self.by_pid.values()):
+            _kill(-proc.pid, sig)  # each one leads its own process group
+
+    def _check_stopped(self):
+        if self.stopping and not self.by_pid:
+            req = self.stopping[0]
+            self.stopping = None
+            self.reply(req, ok=True)
+
+    def _reap(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            proc = self.by_pid.pop(pid, None)
+            if proc is None:
+                continue  # an orphan we inherited
+            proc.popen.returncode = status  # so subprocess never waits for it again
+            code = exit_status(status)
+            if proc.kind == "exec":
+                self.send({"ev": "xexit", "xid": proc.name, "status": code})
+                continue
+            if self.by_name.get(proc.name) is proc:
+                del self.by_name[proc.name]
+            # Its last words come before its exit, as on Diego.
+            for fd in list(proc.pipes):
+                self._on_pipe(fd, final=True)
+            self.send({"ev": "exit", "name": proc.name, "status": code})
+
+    def _on_pipe(self, fd, final=False):
+        entry = self.pipes.get(fd)
+        if entry is None:
+            return
+        name, stream, pending = entry
+        eof = False
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                eof = True
+                break
+            pending += data
+            if not final:
+                break
+        lines = pending.split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            self._send_line(name, stream, line)
+        while len(pending) > MAX_LINE:
+            self._send_line(name, stream, pending[:MAX_LINE])
+            pending = pending[MAX_LINE:]
+        if pending and (eof or final):
+            self._send_line(name, stream, pending)
+            pending = b""
+        entry[2] = pending
+        if eof:
+            self.sel.unregister(fd)
+            del self.pipes[fd]
+            _close(fd)
+
+    def _send_line(self, name, stream, line):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        while len(line) > MAX_LINE:
+            self.send({"ev": "out", "name": name, "stream": stream}, line[:MAX_LINE])
+            line = line[MAX_LINE:]
+        self.send({"ev": "out", "name": name, "stream": stream}, line)
+
+    def _kill_everything(self):
+        self._signal_all(signal.SIGKILL)
+        if self.libc is not None and not self.ns:
+            # Orphans that left their process group came back to us as subreaper.
+            for _ in range(50):
+                kids = _children()
+                if not kids:
+                    break
+                for pid in kids:
+                    _kill(pid, signal.SIGKILL)
+                try:
+                    os.waitpid(-1, 0)
+                except ChildProcessError:
+                    break
+
+    # The routed port's relay (Diego's envoy in front of 8080) -------------------------------
+    def _accept_relay(self, listener):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            client.setblocking(True)
+            port = int(self.cfg.get("relay_port") or 8080)
+            threading.Thread(target=_relay, args=(client, port), daemon=True).start()
+
+
+def _relay(client, port):
+    try:
+        upstream = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except OSError:
+        client.close()  # the router sees the endpoint fail, as with a refused connection
+        return
+    upstream.settimeout(None)
+    other = threading.Thread(target=_pump, args=(client, upstream), daemon=True)
+    other.start()
+    _pump(upstream, client)
+    other.join()
+    upstream.close()
+    client.close()
+
+
+def _pump(src, dst):
+    buf = bytearray(65536)
+    view = memoryview(buf)
+    try:
+        while True:
+            n = src.recv_into(buf)
+            if not n:
+                break
+            dst.sendall(view[:n])
+    except OSError:
+        pass
+    for s, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
+        try:
+            s.shutdown(how)
+        except OSError:
+            pass
+
+
+def _children():
+    try:
+        with open("/proc/self/task/%d/children" % os.getpid()) as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def _kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _close(fd):
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+# --- tasks and probes -----------------------------------------------------------------------
+
+def run_task(cfg):
+    """Run one staging task to its end; our exit status is the task's."""
+    libc = _Libc() if sys.platform.startswith("linux") else None
+    if libc is not None and not cfg.get("ns"):
+        try:
+            libc.prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        except OSError:
+            pass
+    try:
+        setup(cfg)
+    except OSError as exc:
+        sys.stderr.write("localcf: cannot set the staging container up: %s\n" % exc)
+        return 1
+    try:
+        popen = subprocess.Popen(
+            cfg["argv"], stdin=subprocess.DEVNULL, cwd=cfg.get("cwd") or None, close_fds=True,
+            preexec_fn=_child_setup(pdeathsig=not cfg.get("ns"), libc=libc),
+        )
+    except OSError as exc:
+        sys.stderr.write("localcf: cannot run %s: %s\n" % (cfg["argv"][0], exc))
+        return 127 if isinstance(exc, FileNotFoundError) else 126
+
+    def stop(signum, frame):
+        _kill(-popen.pid, signal.SIGKILL)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
+    status = None
+    while status is None:
+        try:
+            pid, wstatus = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        if pid == popen.pid:
+            popen.returncode = wstatus
+            status = exit_status(wstatus)
+    _kill(-popen.pid, signal.SIGKILL)  # whatever the task left behind
+    if libc is not None and not cfg.get("ns"):
+        for pid in _children():
+            _kill(pid, signal.SIGKILL)
+    return 1 if status is None else status
+
+
+def probe(cfg):
+    """Try the whole setup and print what worked; exit status 0 when namespaces work."""
+    try:
+        home, home_error = setup(cfg)
+    except OSError as exc:
+        print(json.dumps({"ok": False, "error": str(exc)}))
+        return 1
+    print(json.dumps({"ok": True, "home": home == "/home/vcap", "home_error": home_error}))
+    return 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.stderr.write("usage: container_init.py CONFIG_FILE|CONFIG_JSON (started by localcf's runtime)\n")
+        return 2
+    if argv[0].startswith("{"):
+        cfg = json.loads(argv[0])
+    else:
+        with open(argv[0]) as f:
+            cfg = json.load(f)
+    kind = cfg.get("kind")
+    if kind == "task":
+        return run_task(cfg)
+    if kind == "probe":
+        return probe(cfg)
+    ctrl = socket.socket(fileno=int(cfg["ctrl"]))
+    os.set_inheritable(ctrl.fileno(), False)
+    return Init(cfg, ctrl).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

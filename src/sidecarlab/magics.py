@@ -1,0 +1,116 @@
+"""The `%cf` magic: `%cf push ...` echoes `$ cf push ...` and runs it on the notebook's target.
+
+Load it with `%load_ext sidecarlab.magics`; `target_from_params(...)` also loads it and makes its
+target the magic's target. `{name}` in the line is replaced by the notebook variable `name`;
+`$VAR` and `$(...)` are left alone for the shell on the platform (as in `cf ssh -c "..."`).
+A leading `--no-check` runs a command whose failure is expected or harmless (for example a
+`cf ssh` that kills the container it runs in).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any, Optional
+
+from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
+
+from .targets import CommandError, Target, TargetError
+
+__all__ = ["CfMagics", "expand", "load_ipython_extension", "use_target"]
+
+# `{name}` or `{name.attr}`, but not `${VAR}`, which belongs to the remote shell.
+_PLACEHOLDER = re.compile(r"(?<![$\\])\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\}")
+
+
+def expand(line: str, namespace: dict[str, Any]) -> str:
+    """Replace `{name}` by the value of `name` in `namespace`; a missing name is a clear error."""
+
+    def value(m: re.Match[str]) -> str:
+        first, *attrs = m.group(1).split(".")
+        if first not in namespace:
+            raise NameError(
+                f"%cf: {{{m.group(1)}}} names no notebook variable {first!r}: run the parameters "
+                "and setup cells first, or write the value itself."
+            )
+        obj = namespace[first]
+        for attr in attrs:
+            obj = getattr(obj, attr)
+        return str(obj)
+
+    return _PLACEHOLDER.sub(value, line)
+
+
+@magics_class
+class CfMagics(Magics):
+    """Holds the notebook's target and runs `%cf` lines on it."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.target: Optional[Target] = None
+
+    def _find_target(self) -> Target:
+        if self.target is not None:
+            return self.target
+        found = [v for k, v in self.shell.user_ns.items() if isinstance(v, Target) and not k.startswith("_")]
+        if len(found) == 1:
+            return found[0]
+        raise TargetError(
+            "%cf has no target: run the setup cell that calls "
+            "sidecarlab.targets.target_from_params(...) first."
+        )
+
+    @no_var_expand
+    @line_magic
+    def cf(self, line: str) -> None:
+        """Echo `$ cf ARGS` and run it on the notebook's target, streaming its output."""
+        line = expand(line, self.shell.user_ns).strip()
+        check = True
+        if line.startswith("--no-check"):
+            check = False
+            line = line[len("--no-check"):].strip()
+        if not line:
+            raise TargetError("%cf needs a cf command, e.g. `%cf apps`.")
+        try:
+            args = shlex.split(line)
+        except ValueError as exc:
+            raise TargetError(f"%cf {line}: {exc} (check the quotes).") from None
+        self._find_target().cf(*args, check=check, shown=f"cf {line}", echo=True)
+
+
+def use_target(target: Target) -> None:
+    """Make `target` the target of `%cf` in the running IPython, loading the magic if needed."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency of the kit
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    magics = _registered(shell)
+    magics.target = target
+
+
+def _registered(shell: Any) -> CfMagics:
+    existing = shell.magics_manager.registry.get("CfMagics")
+    if existing is None:
+        load_ipython_extension(shell)
+        existing = shell.magics_manager.registry["CfMagics"]
+    return existing
+
+
+def _short_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
+    """Show the kit's own errors (failed checks, failed cf commands) without a Python traceback:
+    their message already says what was expected, what was seen and what to do."""
+    stb = [f"{etype.__name__}: {value}"]
+    shell._showtraceback(etype, value, stb)
+    return stb
+
+
+def load_ipython_extension(shell: Any) -> None:
+    """`%load_ext sidecarlab.magics`: register `%cf` and the short error display."""
+    if "CfMagics" not in shell.magics_manager.registry:
+        shell.register_magics(CfMagics(shell))
+    from .checks import CheckFailed
+
+    shell.set_custom_exc((CheckFailed, CommandError, TargetError), _short_error)
