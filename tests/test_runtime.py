@@ -259,6 +259,54 @@ def test_stop_sends_sigterm_then_sigkill(runtime, droplet):
     assert not container.dir.exists()
 
 
+def test_codependent_stop_from_on_exit_callback(runtime, droplet):
+    """The cell stops the rest from inside on_exit: that must not deadlock."""
+    events = Events()
+    holder = {}
+
+    def on_exit(name: str, status: int) -> None:
+        events.exit(name, status)
+        if name == "short":
+            holder["c"].stop(graceful=5)
+            holder["stopped"] = True
+
+    spec = make_spec(runtime, droplet, {"short": "exit 0", "long": "exec sleep 300", "long2": "exec sleep 300"})
+    holder["c"] = container = runtime.create(spec, events.output, on_exit)
+    container.start()
+    wait_for(lambda: holder.get("stopped"), what="the callback's stop() to return")
+    wait_for(lambda: events.status("long") is not None and events.status("long2") is not None,
+             what="the other processes to be reported")
+    assert (events.status("short"), events.status("long"), events.status("long2")) == (0, 143, 143)
+
+
+def test_init_reaps_orphans_and_its_death_is_reported(runtime, droplet):
+    events = Events()
+    spec = make_spec(runtime, droplet, {"web": "(sleep 0.05 &); (sleep 0.05 &); exec sleep 300"})
+    container = runtime.create(spec, events.output, events.exit)
+    container.start()
+    init = container.init_pid()
+    wait_for(lambda: len(scan_proc(spec.id)) == 2, what="the short-lived orphans to end")  # init and sleep 300
+
+    def children_states() -> list[str]:
+        states = []
+        for name in os.listdir("/proc"):
+            try:
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == init:
+                states.append(fields[0])
+        return states
+
+    wait_for(lambda: children_states() == ["S"], what="the init to reap its orphans")
+    os.kill(init, signal.SIGKILL)  # an init that dies takes its processes along, and says so
+    wait_for(lambda: events.status("web") is not None, what="the exit report")
+    assert events.status("web") == 137
+    wait_for(lambda: scan_proc(spec.id) == [], what="the processes to die with their init")
+    with pytest.raises(ContainerError, match="is not running"):
+        container.exec(["true"], {})
+
+
 # --- exec ---------------------------------------------------------------------------------------
 
 def test_exec_pipes_status_and_tty(runtime, droplet):
@@ -418,9 +466,11 @@ def test_namespaces_work_for_an_unprivileged_user(droplet, tmp_path):
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to become the user nobody (the product itself never needs root)")
     as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    python = next((p for p in (PY, os.path.realpath(PY), shutil.which("python3"))
-                   if p and subprocess.run([*as_nobody, p, "-c", "import sys; assert sys.version_info >= (3, 10)"],
-                                           capture_output=True).returncode == 0), None)
+    # Tried through bash: nobody must be able to exec it from any process, not only from setpriv.
+    check = 'exec "$0" -c "import sys; assert sys.version_info >= (3, 10)"'
+    python = next((p for p in (PY, os.path.realpath(PY), "/usr/bin/python3", shutil.which("python3"))
+                   if p and subprocess.run([*as_nobody, "bash", "-c", check, p], capture_output=True).returncode == 0),
+                  None)
     if python is None:
         pytest.skip("no Python interpreter that the user nobody may run")
     if subprocess.run([*as_nobody, "unshare", "--user", "--map-root-user", "--pid", "--fork", "--net", "true"],

@@ -58,6 +58,13 @@ class Raw:
         self.data, self.content_type = data, content_type
 
 
+class Upgrade:
+    """A connection taken over after `101 Switching Protocols`: `fn(rfile, socket)` runs on it."""
+
+    def __init__(self, fn: Callable[[Any, Any], None], protocol: str):
+        self.fn, self.protocol = fn, protocol
+
+
 class Stream:
     """A streamed answer: an iterator of byte chunks, written as they come."""
 
@@ -505,6 +512,60 @@ def stream_logs(req: Request, guid: str) -> Any:
     return Stream(chunks())
 
 
+def _ssh_instance(req: Request, guid: str) -> tuple[Controller, dict[str, Any], Any, dict[str, Any]]:
+    c = _c(req)
+    app = c.app_by_guid(guid)
+    body = req.json()
+    index = int(body.get("index") or 0)
+    inst = c.cell.instance(guid, index) if c.cell else None
+    if app["state"] != "STARTED" or inst is None or inst.container is None or inst.state != "RUNNING":
+        raise ApiError(400, 10008, "CF-SSHUnavailable" if inst is None else "CF-InstanceNotRunning",
+                       f"Instance {index} of app {app['name']} is not running: ssh needs a RUNNING "
+                       f"instance (see `localcf app {app['name']}`).")
+    return c, app, inst, body
+
+
+@route("POST", f"/localcf/v1/apps/{GUID}/ssh")
+def ssh_session(req: Request, guid: str) -> Any:
+    from . import ssh
+    c, app, inst, body = _ssh_instance(req, guid)
+    command = body.get("command")
+    tty = bool(body.get("tty"))
+    env = dict(inst.env)
+    if body.get("term"):
+        env["TERM"] = body["term"]
+    argv = ["/bin/bash", "-c", command] if command else ["/bin/bash", "-l"]
+    home = inst.container.home_root()
+    proc = inst.container.exec(argv, env, tty=tty, cwd=home)
+    if tty and body.get("rows") and body.get("cols"):
+        proc.resize(int(body["rows"]), int(body["cols"]))
+    peer = f"{req.handler.client_address[0]}:{req.handler.client_address[1]}"
+    c.logs.emit(app["guid"], "SSH", inst.index, "OUT", f"Successful remote access by {peer}")
+    c.audit("audit.app.ssh-authorized", app, {"index": inst.index})
+
+    def run(rfile: Any, sock: Any) -> None:
+        try:
+            ssh.serve_exec(rfile, sock, proc)
+        finally:
+            c.logs.emit(app["guid"], "SSH", inst.index, "OUT", f"Remote access ended for {peer}")
+    return Upgrade(run, ssh.UPGRADE)
+
+
+@route("POST", f"/localcf/v1/apps/{GUID}/forward")
+def ssh_forward(req: Request, guid: str) -> Any:
+    from . import ssh
+    c, app, inst, body = _ssh_instance(req, guid)
+    host = body.get("host") or "localhost"
+    if host not in ("localhost", "127.0.0.1", "::1", "0.0.0.0"):
+        raise unprocessable(f"localcf forwards to ports inside the container only (localhost), not to {host}")
+    try:
+        inner = inst.container.connect(int(body["port"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise ApiError(502, 10001, "CF-ForwardFailed",
+                       f"Could not connect to {host}:{body.get('port')} inside instance {inst.index}: {e}") from None
+    return Upgrade(lambda rfile, sock: ssh.serve_forward(rfile, sock, inner), ssh.UPGRADE)
+
+
 @route("GET", "/localcf/v1/info")
 def localcf_info(req: Request) -> Any:
     return req.handler.server.info()  # type: ignore[attr-defined]
@@ -586,6 +647,17 @@ class ApiHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(result.data)))
             self.end_headers()
             self.wfile.write(result.data)
+        elif isinstance(result, Upgrade):
+            self.send_response(101)
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Upgrade", result.protocol)
+            self.end_headers()
+            self.wfile.flush()
+            self.close_connection = True
+            try:
+                result.fn(self.rfile, self.connection)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
         elif isinstance(result, Stream):
             self.send_response(status)
             self.send_header("Content-Type", result.content_type)

@@ -1,14 +1,25 @@
 """The v2 buildpack lifecycle, as Cloud Foundry's `builder` runs it, as a program of its own.
 
-    python -m localcf.builder --build-dir DIR --buildpacks-dir DIR --buildpack-order K1,K2 \
-        [--skip-detect] --build-artifacts-cache-dir DIR --output-droplet FILE \
+    python -m localcf.builder --build-dir DIR --buildpacks-dir DIR --buildpack-order K1,K2
+        [--skip-detect] --build-artifacts-cache-dir DIR --output-droplet FILE
         --output-metadata FILE --work-dir DIR
 
 `Builder.run` reads in the order staging happens: make directories, detect (or run the supply
 buildpacks when they were given explicitly), finalize or compile, collect the process types
 (launch.yml, release, Procfile), write staging_info.yml and result.json, save the droplet.
-Buildpack output goes straight to this program's stdout/stderr (the staging log); failures end
-with one of Cloud Foundry's builder messages and exit codes (222, 223, 224, 225, or 1).
+Buildpack output goes straight to this program's stdout/stderr (the staging log); a failure ends
+with one line on stderr, CF's builder message (`<message>: <cause>`), and its exit code:
+
+    222  None of the buildpacks detected a compatible application
+    223  Failed to compile droplet (compile, finalize, or the final buildpack's supply failed)
+    224  Failed to build droplet release (bin/release failed or printed invalid YAML)
+    225  Failed to run all supply scripts / Error: one of the buildpacks chosen to supply ...
+    1    anything else: bad arguments, an invalid Procfile or launch.yml, a missing build dir
+    128+N  cancelled by signal N (SIGTERM, SIGINT, SIGHUP): the running script is killed too
+
+A buildpack without bin/ (`malformed buildpack does not contain a /bin dir: <key>`) is treated
+as CF's builder treats it: skipped while detecting, and exit 225 when buildpacks were given
+explicitly (the message line, then `Failed to run all supply scripts: ...`).
 """
 
 from __future__ import annotations
@@ -139,9 +150,11 @@ class Buildpack:
     detect_output: str = ""
 
     def script(self, name: str) -> Path:
+        """bin/<name> of this buildpack."""
         return self.path / "bin" / name
 
     def has(self, name: str) -> bool:
+        """Whether this buildpack has bin/<name>."""
         return self.script(name).is_file()
 
 
@@ -157,6 +170,8 @@ class LaunchProcess:
 
 @dataclass
 class BuildpackMetadata:
+    """A buildpack as result.json lists it: its key, and name/version from its config.yml."""
+
     key: str
     name: str = ""
     version: str = ""
@@ -224,6 +239,7 @@ class Builder:
     # -- phases, in order -------------------------------------------------------------------
 
     def make_directories(self) -> None:
+        """Outputs, caches, deps/IDX for each buildpack, profile.d/, tmp/, logs/."""
         c = self.config
         if not c.build_dir.is_dir():
             raise StagingError(f"build dir {c.build_dir} does not exist", SYSTEM_FAIL_CODE)
@@ -264,7 +280,8 @@ class Builder:
         """Buildpacks given explicitly: every one but the last runs bin/supply, in order."""
         c = self.config
         if not c.buildpack_order:
-            raise StagingError("no buildpacks given to stage with", SYSTEM_FAIL_CODE)
+            raise StagingError("no buildpacks to stage with: --buildpack-order is empty",
+                               SYSTEM_FAIL_CODE)
         supply = [self._resolve_for_supply(key, i) for i, key in enumerate(c.supply_buildpacks)]
         if any(not bp.has("supply") for bp in supply):
             raise StagingError(NO_SUPPLY_SCRIPT_FAIL_MSG, SUPPLY_FAIL_CODE)
@@ -335,6 +352,7 @@ class Builder:
                                f"{RELEASE_INVALID_MSG}: {e}") from None
 
     def read_procfile(self) -> dict[str, str]:
+        """The app's Procfile (a YAML map of process type to command), read after compiling."""
         path = self.config.build_dir / "Procfile"
         if not path.is_file():
             return {}
@@ -594,7 +612,7 @@ def _scalar_text(value: Any) -> str:
 
 def _kill_group(pgid: int) -> None:
     try:
-        pass
+        os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 

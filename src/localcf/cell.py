@@ -59,6 +59,7 @@ class Instance:
     crashed_reason: str | None = None
     restart_timer: threading.Timer | None = None
     names: dict[str, str | None] = field(default_factory=dict)  # container process name -> sidecar name
+    env: dict[str, str] = field(default_factory=dict)  # the app process's environment (for cf ssh)
 
 
 class Cell:
@@ -217,6 +218,7 @@ class Cell:
                 processes.append(ProcessDef(name, s["command"], envmod.process_environment(
                     ctx, sidecar=envmod.SidecarInfo(s["name"], s.get("memory_in_mb")))))
                 inst.names[name] = s["name"]
+            inst.env = processes[0].env
         except ValueError as e:  # sidecars leave the app no memory
             self._crash(inst, str(e), None)
             return

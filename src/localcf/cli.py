@@ -88,9 +88,13 @@ def main() -> None:
 # ------------------------------------------------------------------------------------- daemon
 
 @main.command()
+@click.argument("app_name", required=False)
 @fail_on_client_errors
-def start() -> None:
-    """Start the daemon (nothing happens if it runs)."""
+def start(app_name: str | None) -> None:
+    """Start the daemon (nothing happens if it runs); with APP_NAME, start that app (cf start)."""
+    if app_name:
+        start_app(app_name)
+        return
     state = StateDir()
     was = daemon.is_running(state)
     ep = daemon.start(state)
@@ -103,12 +107,250 @@ def start() -> None:
 
 
 @main.command()
-def stop() -> None:
-    """Stop the daemon; apps come back on the next start."""
+@click.argument("app_name", required=False)
+@fail_on_client_errors
+def stop(app_name: str | None) -> None:
+    """Stop the daemon (apps come back on the next start); with APP_NAME, stop that app (cf stop)."""
+    if app_name:
+        c = client()
+        click.echo(f"Stopping app {app_name} {WHERE}...")
+        app = c.require_app(app_name)
+        c.post(f"/v3/apps/{app['guid']}/actions/stop")
+        click.echo("")
+        click.echo("OK")
+        return
     if daemon.stop(StateDir()):
         click.echo("localcf stopped")
     else:
         click.echo("localcf is not running")
+
+
+def start_app(name: str) -> None:
+    c = client()
+    click.echo(f"Starting app {name} {WHERE}...")
+    app = c.require_app(name)
+    if app["state"] == "STARTED":
+        click.echo("")
+        click.echo(f"App '{name}' is already started.")
+        click.echo("")
+        click.echo("OK")
+        return
+    if not app["relationships"]["current_droplet"]["data"]:
+        package = c.get(f"/v3/apps/{app['guid']}/packages")["resources"]
+        ready = [p for p in package if p["state"] == "READY"]
+        if not ready:
+            raise CommandFailed(f"App '{name}' has no uploaded package: push it first.")
+        build = stage_package(c, app, ready[-1]["guid"])
+        c.patch(f"/v3/apps/{app['guid']}/relationships/current_droplet", {"data": {"guid": build["droplet"]["guid"]}})
+    click.echo("")
+    click.echo("Waiting for app to start...")
+    click.echo("")
+    c.post(f"/v3/apps/{app['guid']}/actions/start")
+    wait_for_instances(c, app)
+    print_app_summary(c, c.require_app(name))
+
+
+@main.command()
+@click.argument("name")
+@fail_on_client_errors
+def restart(name: str) -> None:
+    """Stop and start an app's instances (cf restart)."""
+    c = client()
+    click.echo(f"Restarting app {name} {WHERE}...")
+    app = c.require_app(name)
+    click.echo("")
+    click.echo("Stopping app...")
+    click.echo("")
+    click.echo("Waiting for app to start...")
+    click.echo("")
+    c.post(f"/v3/apps/{app['guid']}/actions/restart")
+    wait_for_instances(c, app)
+    print_app_summary(c, c.require_app(name))
+
+
+@main.command()
+@click.argument("name")
+@click.option("-f", "force", is_flag=True, help="Do not ask for confirmation")
+@fail_on_client_errors
+def restage(name: str, force: bool) -> None:
+    """Stage the app's newest package again and restart it (cf restage)."""
+    c = client()
+    click.echo(f"Restaging app {name} {WHERE}...")
+    click.echo("")
+    app = c.require_app(name)
+    ready = [p for p in c.get(f"/v3/apps/{app['guid']}/packages")["resources"] if p["state"] == "READY"]
+    if not ready:
+        raise CommandFailed(f"App '{name}' has no uploaded package: push it first.")
+    build = stage_package(c, app, ready[-1]["guid"])
+    c.patch(f"/v3/apps/{app['guid']}/relationships/current_droplet", {"data": {"guid": build["droplet"]["guid"]}})
+    if app["state"] == "STARTED":
+        click.echo("")
+        click.echo("Waiting for app to start...")
+        click.echo("")
+        c.post(f"/v3/apps/{app['guid']}/actions/restart")
+        wait_for_instances(c, app)
+    print_app_summary(c, c.require_app(name))
+
+
+@main.command()
+@click.argument("name")
+@click.option("-i", "instances", type=int, help="Number of instances")
+@click.option("-m", "memory", help="Memory limit (e.g. 256M, 1G)")
+@click.option("-k", "disk", help="Disk limit (e.g. 512M, 1G)")
+@click.option("--process", "ptype", default="web", show_default=True, help="Process type")
+@fail_on_client_errors
+def scale(name: str, instances: int | None, memory: str | None, disk: str | None, ptype: str) -> None:
+    """Change an app's instances, memory or disk (cf scale)."""
+    c = client()
+    app = c.require_app(name)
+    body: dict[str, Any] = {}
+    if instances is not None:
+        if instances < 0:
+            raise CommandFailed("Incorrect Usage: -i must be 0 or more")
+        body["instances"] = instances
+    if memory:
+        body["memory_in_mb"] = manifest_mod.parse_memory(memory, "-m")
+    if disk:
+        body["disk_in_mb"] = manifest_mod.parse_memory(disk, "-k")
+    proc = c.get(f"/v3/apps/{app['guid']}/processes/{ptype}")
+    click.echo(f"Scaling app {name} {WHERE}...")
+    c.post(f"/v3/processes/{proc['guid']}/actions/scale", body)
+    if ("memory_in_mb" in body or "disk_in_mb" in body) and app["state"] == "STARTED":
+        click.echo("Stopping app...")
+        c.post(f"/v3/apps/{app['guid']}/actions/restart")
+    if app["state"] == "STARTED" and body.get("instances", 1):
+        click.echo("Instances starting...")
+        wait_for_instances(c, app)
+    click.echo("")
+    print_app_summary(c, c.require_app(name))
+
+
+@main.command()
+@click.argument("name")
+@fail_on_client_errors
+def events(name: str) -> None:
+    """Show an app's recent events (cf events)."""
+    c = client()
+    click.echo(f"Getting events for app {name} {WHERE}...")
+    click.echo("")
+    app = c.require_app(name)
+    found = c.get("/v3/audit_events", params={"target_guids": app["guid"]})["resources"]
+    rows = [["time", "event", "actor", "description"]]
+    for e in reversed(found):
+        ts = datetime.strptime(e["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).astimezone()
+        stamp = ts.strftime("%Y-%m-%dT%H:%M:%S.00%z")
+        actor = e["actor"]["name"]
+        data = e.get("data") or {}
+        if e["type"] in ("app.crash", "audit.app.process.crash"):
+            if e["type"] == "app.crash":
+                actor = app["name"]
+            else:
+                actor = data.get("process_type", "web")
+            desc = ", ".join(f"{k}: {data[k]}" for k in ("index", "reason", "cell_id", "instance",
+                                                          "exit_description") if k in data)
+        else:
+            desc = ""
+        rows.append([stamp, e["type"], actor, desc])
+    click.echo(table(rows))
+
+
+@main.command()
+@click.argument("name")
+@click.option("-i", "--app-instance-index", "index", type=int, default=0, show_default=True,
+              help="Instance index")
+@click.option("-c", "--command", "command", help="Command to run (default: an interactive shell)")
+@click.option("-L", "forwards", multiple=True, help="Local port forward [BIND:]LOCAL_PORT:HOST:PORT")
+@click.option("-N", "no_command", is_flag=True, help="Do not run a command (with -L)")
+@click.option("-t", "--force-pseudo-tty", "force_tty", is_flag=True, help="Force a pseudo-terminal")
+@click.option("-T", "--disable-pseudo-tty", "no_tty", is_flag=True, help="No pseudo-terminal")
+@fail_on_client_errors
+def ssh(name: str, index: int, command: str | None, forwards: tuple[str, ...], no_command: bool,
+        force_tty: bool, no_tty: bool) -> None:
+    """Run a command or a shell in an instance's container, or forward ports into it (cf ssh)."""
+    from . import ssh as sshmod
+    c = client()
+    app = c.require_app(name)
+    port = c.endpoint["api_port"]
+    token = c.state.token()
+    listeners = [start_forward(c, app, spec, index) for spec in forwards]
+    if no_command or (forwards and command is None and not sys.stdin.isatty()):
+        if not listeners:
+            raise CommandFailed("Incorrect Usage: -N needs at least one -L")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return
+    tty = (force_tty or (command is None and sys.stdin.isatty())) and not no_tty
+    body: dict[str, Any] = {"index": index, "command": command, "tty": tty, "term": os.environ.get("TERM")}
+    if tty:
+        size = os.get_terminal_size() if sys.stdout.isatty() else os.terminal_size((80, 24))
+        body.update(rows=size.lines, cols=size.columns)
+    try:
+        sock, reader = sshmod.open_upgraded(port, token, f"/localcf/v1/apps/{app['guid']}/ssh", body)
+    except ConnectionError as e:
+        raise CommandFailed(str(e)) from None
+    if tty and sys.stdin.isatty():
+        import termios
+        import tty as ttymod
+        saved = termios.tcgetattr(sys.stdin.fileno())
+        ttymod.setraw(sys.stdin.fileno())
+        try:
+            status = sshmod.run_client(sock, reader, tty)
+        finally:
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
+    else:
+        status = sshmod.run_client(sock, reader, tty, stdin=None if command is None else sys.stdin.buffer)
+    sys.exit(status)
+
+
+def start_forward(c: Client, app: dict[str, Any], spec: str, index: int) -> Any:
+    """Listen on a local port; each connection is forwarded to HOST:PORT inside the container."""
+    import socket as socketmod
+    import threading
+    from . import ssh as sshmod
+    parts = spec.split(":")
+    if len(parts) == 3:
+        bind, (local, host, rport) = "127.0.0.1", parts
+    elif len(parts) == 4:
+        bind, local, host, rport = parts
+    else:
+        raise CommandFailed(f"Incorrect Usage: -L {spec}: expected [BIND_ADDRESS:]LOCAL_PORT:REMOTE_HOST:REMOTE_PORT")
+    try:
+        lport, rport_i = int(local), int(rport)
+    except ValueError:
+        raise CommandFailed(f"Incorrect Usage: -L {spec}: ports must be numbers") from None
+    srv = socketmod.socket()
+    srv.setsockopt(socketmod.SOL_SOCKET, socketmod.SO_REUSEADDR, 1)
+    try:
+        srv.bind((bind or "127.0.0.1", lport))
+    except OSError as e:
+        raise CommandFailed(f"Error opening local port {bind}:{lport}: {e.strerror}") from None
+    srv.listen(16)
+    port, token = c.endpoint["api_port"], c.state.token()
+
+    def handle(conn: Any) -> None:
+        try:
+            sock, reader = sshmod.open_upgraded(port, token, f"/localcf/v1/apps/{app['guid']}/forward",
+                                                {"index": index, "host": host, "port": rport_i})
+        except ConnectionError as e:
+            click.echo(f"connect to {host}:{rport_i} failed: {e}", err=True)
+            conn.close()
+            return
+        sshmod._splice(sock, conn, first_reader=reader)
+        conn.close()
+        sock.close()
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return srv
 
 
 @main.command()

@@ -577,7 +577,8 @@ class Container:
                         self._running.pop(header["name"], None)
                     self._events.put((self._on_exit, (header["name"], int(header["status"]))))
                 elif ev == "xexit":
-                    proc = self._execs.pop(header["xid"], None)
+                    with self._lock:
+                        proc = self._execs.pop(header["xid"], None)
                     if proc is not None:
                         proc._exited(int(header["status"]))
                 elif ev in ("ready", "failed"):
@@ -607,11 +608,18 @@ class Container:
         self._ready.set()
         with self._lock:
             pending, self._pending = list(self._pending.values()), {}
-            running, self._running = list(self._running), {}
+            running, self._running = dict(self._running), {}
             execs, self._execs = list(self._execs.values()), {}
         for p in pending:
             p.reply = {"error": "the container's init is gone", "errno": 0}
             p.event.set()
+        if self.mode == "process":
+            # Without a PID namespace, what the init could not kill (it was SIGKILLed) is ours to kill.
+            for pid in running.values():
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
         # The processes died with their init: as Diego would see a SIGKILL.
         for name in running:
             self._events.put((self._on_exit, (name, 128 + signal.SIGKILL)))
@@ -846,6 +854,10 @@ class Container:
                 cpu = max(0.0, (cpu_seconds - was) / (now - then))
         self._cpu_sample = (now, cpu_seconds)
         return {"cpu": round(cpu, 4), "mem": rss, "disk": _disk_usage(self.root)}
+
+    def init_pid(self) -> int | None:
+        """Host pid of the container's init (PID 1 inside in namespaces mode), None if it never ran."""
+        return self._init_host_pid()
 
     def _init_host_pid(self) -> int | None:
         if self._popen is None:

@@ -426,6 +426,12 @@ class Target(ABC):
         """Drop what is remembered about `app` (its guid), e.g. after it was deleted elsewhere."""
         self._guids.pop(app, None)
 
+    def goarch(self) -> str:
+        """The CPU (Go's GOARCH) the platform's cells run, for cross-compiling the sidecar."""
+        from .sidecar import host_goarch
+
+        return host_goarch()
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"
 
@@ -622,6 +628,10 @@ class CFTarget(Target):
     def isolation(self) -> Isolation:
         return Isolation(True, "Cloud Foundry runs each instance in its own Diego container")
 
+    def goarch(self) -> str:
+        # cflinuxfs stacks run on x86-64 cells.
+        return "amd64"
+
     def outside_host(self, app: str) -> str:
         routes = self.routes(app)
         return routes[0].partition("/")[0] if routes else self.api
@@ -656,8 +666,10 @@ def target_from_params(
             "Cloud Foundry) or 'cf' (a real foundation). Fix it in the notebook's parameters cell "
             "or pass -p target local to `sidecarlab run`."
         )
-    from . import magics
-
+    try:
+        from . import magics
+    except ImportError:  # IPython is missing: no notebook, so no magic to point at the target
+        return made
     magics.use_target(made)
     return made
 
