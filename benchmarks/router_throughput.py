@@ -39,6 +39,9 @@ def serve_app() -> None:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # one send per response (flushed by http.server after each request): with the default
+        # unbuffered writes, head and body leave in two sends and Nagle's algorithm stalls them
+        wbufsize = 65536
         body = b'{"hello": "sidecar lab"}\n'
 
         def do_GET(self) -> None:

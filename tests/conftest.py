@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -42,6 +43,11 @@ class LocalCF:
         if check and proc.returncode != 0:
             raise AssertionError(f"localcf {' '.join(args)} exited {proc.returncode}\n{res.text}")
         return res
+
+    @property
+    def router_port(self) -> int:
+        """The router's port of the running daemon (it may change when the daemon restarts)."""
+        return json.loads((self.home / "daemon.json").read_text())["router_port"]
 
     def client(self):
         from localcf.client import Client

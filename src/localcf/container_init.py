@@ -129,6 +129,18 @@ def _loopback_up():
         fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | _IFF_UP))
 
 
+def _hosts_file(libc, cfg):
+    """Make the hostname resolve inside, as it does in a Diego container (best effort)."""
+    if not cfg.get("hosts") or not os.path.isfile("/etc/hosts"):
+        return
+    try:
+        with open(cfg["hosts"], "w") as f:
+            f.write("127.0.0.1 localhost %s\n::1 localhost ip6-localhost\n" % cfg["hostname"])
+        libc.mount(cfg["hosts"], "/etc/hosts", None, _MS_BIND)
+    except OSError:
+        pass
+
+
 def _mount_home(libc, root):
     """Show `root` at /home/vcap without hiding anything else under /home.
 
@@ -181,6 +193,7 @@ def setup(cfg):
     libc.mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     if cfg.get("hostname"):
         libc.sethostname(cfg["hostname"])
+        _hosts_file(libc, cfg)
     if cfg.get("net"):
         _loopback_up()
     home, home_error = root, None
@@ -232,7 +245,10 @@ class Init:
         self.by_pid = {}       # pid -> _Proc (app processes and exec'd ones)
         self.by_name = {}      # process name -> _Proc while it runs
         self.pipes = {}        # fd -> [proc name, "OUT"|"ERR", pending bytes]
-        self.stopping = None   # [request id, SIGKILL deadline or None]
+        self.groups = set()    # process groups we made (process mode: what stop signals)
+        self.stop_waiters = [] # stop requests to answer once nothing runs
+        self.kill_at = None    # when a stop turns to SIGKILL
+        self.halted = False    # a stop came: start nothing more
         self.quit = False
         self.home = cfg.get("root")
 
@@ -267,22 +283,22 @@ class Init:
                 self.libc.prctl(_PR_SET_CHILD_SUBREAPER, 1)
             except OSError:
                 pass
+        relay = None
         try:
             self.home, home_error = setup(self.cfg)
+            if self.cfg.get("relay"):
+                relay = self._listen(self.cfg["relay"])
+                self.sel.register(relay, selectors.EVENT_READ, "relay")
         except OSError as exc:
             self.send({"ev": "failed", "error": str(exc)})
             return 1
-        relay = None
-        if self.cfg.get("relay"):
-            relay = self._listen(self.cfg["relay"])
-            self.sel.register(relay, selectors.EVENT_READ, "relay")
         self.sel.register(self.ctrl, selectors.EVENT_READ, "ctrl")
         self.sel.register(wake_r, selectors.EVENT_READ, "wake")
         self.send({"ev": "ready", "home": self.home, "home_error": home_error, "pid": os.getpid()})
         while not self.quit:
             timeout = None
-            if self.stopping and self.stopping[1] is not None:
-                timeout = max(0.0, self.stopping[1] - time.monotonic())
+            if self.kill_at is not None:
+                timeout = max(0.0, self.kill_at - time.monotonic())
             for key, _ in self.sel.select(timeout):
                 what = key.data
                 if what == "ctrl":
@@ -295,9 +311,9 @@ class Init:
                     self._on_pipe(key.fd)
                 if self.quit:
                     break
-            if self.stopping and self.stopping[1] is not None and time.monotonic() >= self.stopping[1]:
+            if self.kill_at is not None and time.monotonic() >= self.kill_at:
                 self._signal_all(signal.SIGKILL)
-                self.stopping[1] = None
+                self.kill_at = None
             self._check_stopped()
         self._kill_everything()
         return 0
@@ -354,6 +370,10 @@ class Init:
 
     def _op_spawn(self, req, fds):
         name = req["name"]
+        if self.halted:
+            # A codependent process ended while the others were still being started.
+            self.reply(req, error="the container is stopping: %r not started" % name, errno=0, halted=True)
+            return
         if name in self.by_name:
             raise ValueError("a process named %r is already running" % name)
         out_r, out_w = os.pipe()
@@ -376,6 +396,7 @@ class Init:
             self.sel.register(fd, selectors.EVENT_READ, "pipe")
         self.by_pid[proc.pid] = proc
         self.by_name[name] = proc
+        self.groups.add(proc.pid)
         self.reply(req, pid=proc.pid)
 
     def _op_exec(self, req, fds):
@@ -392,6 +413,7 @@ class Init:
                 _close(fd)
         proc = _Proc(req.get("xid"), popen, "exec")
         self.by_pid[proc.pid] = proc
+        self.groups.add(proc.pid)
         self.reply(req, pid=proc.pid)
 
     def _op_signal(self, req, fds):
@@ -409,9 +431,11 @@ class Init:
         self.reply(req, ok=True)
 
     def _op_stop(self, req, fds):
+        self.halted = True
         self._signal_all(signal.SIGTERM)
-        graceful = float(req.get("graceful", 10.0))
-        self.stopping = [req, time.monotonic() + graceful]
+        deadline = time.monotonic() + float(req.get("graceful", 10.0))
+        self.kill_at = deadline if self.kill_at is None else min(self.kill_at, deadline)
+        self.stop_waiters.append(req)
         self._check_stopped()
 
     def _op_connect(self, req, fds):
@@ -431,14 +455,16 @@ class Init:
             # As PID 1 of the namespace, -1 reaches every process but us, orphans included.
             _kill(-1, sig)
             return
-        for proc in list(self.by_pid.values()):
-            _kill(-proc.pid, sig)  # each one leads its own process group
+        # Each process leads its own group; its children stay in it even after it exits.
+        for pgid in self.groups | set(self.by_pid):
+            _kill(-pgid, sig)
 
     def _check_stopped(self):
-        if self.stopping and not self.by_pid:
-            req = self.stopping[0]
-            self.stopping = None
-            self.reply(req, ok=True)
+        if self.stop_waiters and not self.by_pid:
+            waiters, self.stop_waiters = self.stop_waiters, []
+            self.kill_at = None
+            for req in waiters:
+                self.reply(req, ok=True)
 
     def _reap(self):
         while True:
@@ -540,6 +566,7 @@ def _relay(client, port):
         client.close()  # the router sees the endpoint fail, as with a refused connection
         return
     upstream.settimeout(None)
+    upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     other = threading.Thread(target=_pump, args=(client, upstream), daemon=True)
     other.start()
     _pump(upstream, client)

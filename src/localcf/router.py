@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import itertools
 import os
-import queue
+import collections
 import select
 import socket
+import struct
 import sys
 import threading
 import time
-import uuid
+from random import getrandbits as _getrandbits
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Callable, Iterator, Protocol, Union
@@ -278,11 +279,18 @@ def _split_host(host: str) -> str:
     return host
 
 
-def _tune(sock: socket.socket) -> None:
+def _tune(sock: socket.socket, timeout: float) -> None:
+    """NODELAY, and a timeout kept by the kernel (SO_RCVTIMEO/SO_SNDTIMEO)."""
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         # the head and a small body go out in one send; without NODELAY, Nagle plus delayed
         # ACKs add 40 ms whenever a message does need two sends
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # Python's own socket timeouts poll() before every recv and send; the kernel's timeouts cost
+    # nothing per call (a timed-out call fails with EAGAIN, an OSError like any other)
+    sock.settimeout(None)
+    tv = struct.pack("ll", int(timeout), 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
 
 def _close(sock: socket.socket | None) -> None:
@@ -323,12 +331,14 @@ class _Pool:
                 sock = idle.pop() if idle else None
             if sock is None:
                 return None
-            # An idle connection that is readable was closed by the app (or sent garbage):
-            # this is the check Go's transport makes with its background read.
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            if not poller.poll(0):
+            # An idle connection with something to read was closed by the app (or it sent
+            # garbage): the check Go's transport makes with its background read.
+            try:
+                sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
                 return sock
+            except OSError:
+                pass
             _close(sock)
 
     def put(self, key: tuple[str, int, str], sock: socket.socket) -> None:
@@ -371,25 +381,31 @@ class _ClientGone(Exception):
     """The client broke off (closed, reset, malformed chunks) while sending its body."""
 
 
-@dataclass(eq=False)
 class _Request:
-    method: str
-    target: str
-    version: str
-    host: str
-    keep_alive: bool
-    expect_continue: bool
-    upgrade: bool
-    head_out: bytes
-    body_prefix: list[bytes]
-    # the part of the body not yet read from the client; None once it is all read
-    body_rest: Iterator[bytes] | None
-    body_count: _Count
-    request_id: str
-    user_agent: str
-    referer: str
-    xff: str
-    xfp: str
+    """A request being proxied: what the app is sent, and what the access log needs."""
+
+    __slots__ = ("method", "target", "version", "host", "keep_alive", "expect_continue",
+                 "upgrade", "head_out", "body_prefix", "body_rest", "body_count", "request_id",
+                 "user_agent", "referer", "xff", "xfp")
+
+    def __init__(self, method: str, target: str, version: str, host: str) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.host = host
+        self.keep_alive = True
+        self.expect_continue = False
+        self.upgrade = False
+        self.head_out = b""
+        self.body_prefix: list[bytes] = []
+        # the part of the body not yet read from the client; None once it is all read
+        self.body_rest: Iterator[bytes] | None = None
+        self.body_count = _Count()
+        self.request_id = ""
+        self.user_agent = ""
+        self.referer = ""
+        self.xff = ""
+        self.xfp = ""
 
 
 def _lookup_path(target: str) -> str:
@@ -400,93 +416,138 @@ def _lookup_path(target: str) -> str:
     return target.split("?", 1)[0].split("#", 1)[0]
 
 
+def _request_id() -> str:
+    """A version 4 UUID. Python's uuid4() reads the kernel's random source on every call; a
+    request id needs no cryptographic randomness, and this is the hot path."""
+    h = "%032x" % ((_getrandbits(128) & _UUID_CLEAR) | _UUID_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID_SET = (0x4000 << 64) | (0x8000 << 48)
+
+# what the request parser does with a header, by lowercased name (anything else passes as is)
+_H_HOST, _H_LENGTH, _H_TE, _H_CONNECTION, _H_UPGRADE, _H_DROP, _H_XFF, _H_XFP, _H_EXPECT, \
+    _H_START, _H_UA, _H_REFERER = range(12)
+_REQUEST_HEADERS = {
+    b"host": _H_HOST, b"content-length": _H_LENGTH, b"transfer-encoding": _H_TE,
+    b"connection": _H_CONNECTION, b"upgrade": _H_UPGRADE,
+    b"keep-alive": _H_DROP, b"proxy-connection": _H_DROP, b"te": _H_DROP, b"trailer": _H_DROP,
+    b"proxy-authorization": _H_DROP,
+    b"x-vcap-request-id": _H_DROP,  # gorouter gives every request an id of its own
+    b"x-forwarded-for": _H_XFF, b"x-forwarded-proto": _H_XFP, b"expect": _H_EXPECT,
+    b"x-request-start": _H_START, b"user-agent": _H_UA, b"referer": _H_REFERER,
+}
+_RESPONSE_DROP = frozenset({b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"})
+
+
+def _check_head(head: bytes) -> list[bytes]:
+    """The lines of a message head. Bare CR or LF, whitespace in a header name and folded lines
+    are refused: they are the stuff of request smuggling, and no client a learner uses sends them."""
+    crlf = head.count(b"\r\n")
+    if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
+        raise _BadRequest("bare CR or LF in the message head")
+    return head.split(b"\r\n")
+
+
+def _bad_header(line: bytes) -> _BadRequest:
+    return _BadRequest(f"malformed header line {line[:60]!r}")
+
+
 def _parse_request(reader: _Reader, head: bytes, client_ip: str) -> _Request:
     """Parse a request head and prepare the head that goes to the app."""
-    start, headers = _parse_head(head)
-    parts = start.split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[0] or not parts[1]:
-        raise _BadRequest(f"malformed request line {start[:80]!r}")
-    method, target, version = parts
-    host = ""
-    length: int | None = None
-    te = ""
-    tokens: set[str] = set()
-    xff = xfp = upgrade = user_agent = referer = ""
-    expect_continue = False
+    lines = _check_head(head)
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1.") or not parts[0] or not parts[1]:
+        raise _BadRequest(f"malformed request line {lines[0][:80]!r}")
+    method, target, version = (p.decode("latin-1") for p in parts)
+    host = b""
+    length = -1
+    te = b""
+    tokens: set[bytes] = set()
+    xff = xfp = upgrade = b""
     have_start = False
-    out: list[str] = [f"{method} {target} HTTP/1.1"]
-    for name, value in headers:
-        low = name.lower()
-        if low == "host":
+    req = _Request(method, target, version, "")
+    out = [b"%s %s HTTP/1.1" % (parts[0], parts[1])]
+    get_kind = _REQUEST_HEADERS.get
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or b" " in name or b"\t" in name:
+            raise _bad_header(line)
+        kind = get_kind(name.lower())
+        if kind is None:
+            out.append(line)
+            continue
+        value = value.strip(b" \t")
+        if kind == _H_HOST:
             if host and host != value:
                 raise _BadRequest("more than one Host header")
             if not host:
-                out.append(f"{name}: {value}")
+                out.append(line)
             host = value
-        elif low == "content-length":
-            if not value.isdigit() or (length is not None and length != int(value)):
-                raise _BadRequest(f"bad Content-Length {value!r}")
+        elif kind == _H_LENGTH:
+            if not value.isdigit() or (length >= 0 and length != int(value)):
+                raise _BadRequest(f"bad Content-Length {value[:40]!r}")
             length = int(value)
-        elif low == "transfer-encoding":
-            te = f"{te}, {value}" if te else value
-        elif low == "connection":
-            tokens.update(t.strip().lower() for t in value.split(","))
-        elif low == "upgrade":
+        elif kind == _H_TE:
+            te = te + b", " + value if te else value
+        elif kind == _H_CONNECTION:
+            tokens.update(t.strip(b" \t").lower() for t in value.split(b","))
+        elif kind == _H_UPGRADE:
             upgrade = value
-        elif low in _HOP_BY_HOP:
-            continue
-        elif low == "x-forwarded-for":
-            xff = f"{xff}, {value}" if xff else value
-        elif low == "x-forwarded-proto":
+        elif kind == _H_XFF:
+            xff = xff + b", " + value if xff else value
+        elif kind == _H_XFP:
             xfp = xfp or value
-        elif low == "x-vcap-request-id":
-            continue  # gorouter gives every request an id of its own
-        elif low == "expect" and value.lower() == "100-continue":
-            expect_continue = True  # the router answers it (see _handle), the app never sees it
-        else:
-            if low == "x-request-start":
+        elif kind == _H_EXPECT and value.lower() == b"100-continue":
+            req.expect_continue = True  # the router answers it (see _handle), the app never sees it
+        elif kind != _H_DROP:
+            if kind == _H_START:
                 have_start = True
-            elif low == "user-agent":
-                user_agent = value
-            elif low == "referer":
-                referer = value
-            out.append(f"{name}: {value}")
+            elif kind == _H_UA:
+                req.user_agent = value.decode("latin-1")
+            elif kind == _H_REFERER:
+                req.referer = value.decode("latin-1")
+            out.append(line)
+    req.host = host.decode("latin-1")
     if target.startswith(("http://", "https://")):
         # absolute-form: its authority wins over the Host header (RFC 9112 3.2.2)
-        host = target.split("/", 3)[2].rpartition("@")[2]
-    named = tokens - {"close", "keep-alive", "upgrade", ""}
-    if named:  # headers the client declared hop-by-hop
-        out = [out[0]] + [h for h in out[1:] if h.partition(":")[0].lower() not in named]
-    keep_alive = ("keep-alive" in tokens) if version == "HTTP/1.0" else ("close" not in tokens)
-    is_upgrade = bool(upgrade) and "upgrade" in tokens
+        req.host = target.split("/", 3)[2].rpartition("@")[2]
+    if tokens:
+        named = tokens - {b"close", b"keep-alive", b"upgrade", b""}
+        if named:  # headers the client declared hop-by-hop
+            out = [out[0]] + [h for h in out[1:] if h.partition(b":")[0].lower() not in named]
+        req.keep_alive = (b"keep-alive" in tokens) if version == "HTTP/1.0" \
+            else (b"close" not in tokens)
+        req.upgrade = bool(upgrade) and b"upgrade" in tokens
+    else:
+        req.keep_alive = version != "HTTP/1.0"
 
-    count = _Count()
-    rest: Iterator[bytes] | None = None
     if te:
-        if te.split(",")[-1].strip().lower() != "chunked":
-            raise _BadRequest(f"unsupported Transfer-Encoding {te!r}")
-        out.append(f"Transfer-Encoding: {te}")
-        rest = _iter_chunked(reader, count)
-    elif length is not None:
-        out.append(f"Content-Length: {length}")
+        if te.split(b",")[-1].strip(b" \t").lower() != b"chunked":
+            raise _BadRequest(f"unsupported Transfer-Encoding {te[:40]!r}")
+        out.append(b"Transfer-Encoding: " + te)
+        req.body_rest = _iter_chunked(reader, req.body_count)
+    elif length >= 0:
+        out.append(b"Content-Length: %d" % length)
         if length:
-            rest = _iter_length(reader, length, count)
-    xff = f"{xff}, {client_ip}" if xff else client_ip
-    xfp = xfp or "http"
-    request_id = str(uuid.uuid4())
-    out.append(f"X-Forwarded-For: {xff}")
-    out.append(f"X-Forwarded-Proto: {xfp}")
+            req.body_rest = _iter_length(reader, length, req.body_count)
+    xff = xff + b", " + client_ip.encode() if xff else client_ip.encode()
+    xfp = xfp or b"http"
+    req.xff = xff.decode("latin-1")
+    req.xfp = xfp.decode("latin-1")
+    req.request_id = _request_id()
+    out.append(b"X-Forwarded-For: " + xff)
+    out.append(b"X-Forwarded-Proto: " + xfp)
     if not have_start:
-        out.append(f"X-Request-Start: {time.time_ns() // 1_000_000}")
-    out.append(f"X-Vcap-Request-Id: {request_id}")
-    if is_upgrade:
-        out.append("Connection: Upgrade")
-        out.append(f"Upgrade: {upgrade}")
-    return _Request(method=method, target=target, version=version, host=host,
-                    keep_alive=keep_alive, expect_continue=expect_continue, upgrade=is_upgrade,
-                    head_out=("\r\n".join(out) + "\r\n\r\n").encode("latin-1"),
-                    body_prefix=[], body_rest=rest, body_count=count, request_id=request_id,
-                    user_agent=user_agent, referer=referer, xff=xff, xfp=xfp)
+        out.append(b"X-Request-Start: %d" % (time.time_ns() // 1_000_000))
+    out.append(b"X-Vcap-Request-Id: " + req.request_id.encode())
+    if req.upgrade:
+        out.append(b"Connection: Upgrade")
+        out.append(b"Upgrade: " + upgrade)
+    out.append(b"\r\n")
+    req.head_out = b"\r\n".join(out)
+    return req
 
 
 def _iter_until_close(reader: _Reader, count: _Count) -> Iterator[bytes]:
@@ -526,7 +587,8 @@ class Router:
         self._threads: set[threading.Thread] = set()
         self._stopping = False
         self._accept_thread: threading.Thread | None = None
-        self._log_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._log_pending: collections.deque = collections.deque()
+        self._log_wake = threading.Event()
         self._log_thread: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -607,7 +669,7 @@ class Router:
             t.join(5)
         self._pool.close()
         if self._log_thread is not None:
-            self._log_queue.put(None)
+            self._log_wake.set()
             self._log_thread.join(5)
 
     def __enter__(self) -> "Router":
@@ -638,23 +700,30 @@ class Router:
             t.start()
 
     def _log_loop(self) -> None:
-        # Access log lines are written off the request path: the log stream may hit the disk.
+        # Access log lines are written off the request path (the log stream may hit the disk),
+        # in batches: waking this thread for every request would cost the router a GIL hand-off.
+        pending = self._log_pending
         while True:
-            item = self._log_queue.get()
-            if item is None:
+            self._log_wake.wait()
+            self._log_wake.clear()
+            stopping = self._stopping
+            if not stopping:
+                time.sleep(0.01)
+            while pending:
+                try:
+                    self._log(*pending.popleft())
+                except Exception as e:  # a broken log sink must not take the router down
+                    print(f"localcf router: writing an access log line failed: {e!r}",
+                          file=sys.stderr)
+            if stopping:
                 return
-            try:
-                self._log(*item)
-            except Exception as e:  # a broken log sink must not take the router down
-                print(f"localcf router: writing an access log line failed: {e!r}", file=sys.stderr)
 
     # -- one client connection ------------------------------------------------------------------
 
     def _serve_client(self, conn: _Conn, addr: tuple) -> None:
         csock = conn.csock
         try:
-            _tune(csock)
-            csock.settimeout(_CLIENT_IDLE_TIMEOUT)
+            _tune(csock, _CLIENT_IDLE_TIMEOUT)
             reader = _Reader(csock)
             remote = f"{addr[0]}:{addr[1]}"
             while not self._stopping:
@@ -768,8 +837,7 @@ class Router:
                     # nothing reached the app: any request may go elsewhere
                     raise _EndpointFailed(retry_other=True) from None
                 try:
-                    _tune(bsock)
-                    bsock.settimeout(_BACKEND_TIMEOUT)
+                    _tune(bsock, _BACKEND_TIMEOUT)
                 except OSError:
                     _close(bsock)
                     raise _EndpointFailed(retry_other=True) from None
@@ -992,4 +1060,6 @@ class Router:
             f"instance_id:{_quote(backend.instance_id)} route_service_url:\"-\" "
             f"x_cf_routererror:{_quote(router_error)}"
         )
-        self._log_queue.put((backend.app_guid, "RTR", backend.instance_index, "OUT", line))
+        self._log_pending.append((backend.app_guid, "RTR", backend.instance_index, "OUT", line))
+        if not self._log_wake.is_set():
+            self._log_wake.set()

@@ -20,6 +20,7 @@ everything when its control socket closes, and a PID namespace dies with its PID
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -61,6 +62,10 @@ _NS_FLAGS = ["--user", "--map-root-user", "--pid", "--kill-child", "--mount",
 
 class ContainerError(Exception):
     """A container could not be created, started or reached."""
+
+
+class _Halted(ContainerError):
+    """The init refused to start a process because the container is stopping."""
 
 
 class IsolationUnavailable(ContainerError):
@@ -484,12 +489,14 @@ class Container:
         self._dead = threading.Event()
         self._destroyed = False
         self._started = False
+        self._halted = False
         self._ctrl: socket.socket | None = None
         self._popen: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
         self._dispatcher: threading.Thread | None = None
         self._relay_path: str | None = None
-        self._relay_tmp: str | None = None
+        self._relay_tmp: str | None = None   # a directory of our own to remove
+        self._relay_own: str | None = None   # a socket outside our directory to remove
         self._init_pid: int | None = None
         self._cpu_sample: tuple[float, float] | None = None
 
@@ -517,7 +524,7 @@ class Container:
         self._ctrl = parent_end
         cfg = {"kind": "container", "id": self.id, "ns": ns, "net": True, "hostname": self.id,
                "root": str(self.root), "home": self._home == HOME_INSIDE, "ctrl": child_end.fileno(),
-               "relay": self._relay_path, "relay_port": self.port}
+               "relay": self._relay_path, "relay_port": self.port, "hosts": str(self.dir / "hosts")}
         try:
             with open(self.dir / "init.log", "wb") as errlog:
                 self._popen = self._runtime._spawn_init(
@@ -547,8 +554,22 @@ class Container:
         path = str(self.dir / "routed.sock")
         if len(path.encode()) <= 100:  # sun_path holds 108 bytes
             return path
-        self._relay_tmp = tempfile.mkdtemp(prefix="localcf-")
-        return os.path.join(self._relay_tmp, "routed.sock")
+        # Too long for a socket address: a short, stable name in a private directory, so that
+        # the socket of a container whose daemon was SIGKILLed is replaced when it comes back.
+        short = Path(tempfile.gettempdir()) / f"localcf-{os.getuid()}"
+        try:
+            short.mkdir(mode=0o700, exist_ok=True)
+            st = short.lstat()
+            private = short.is_dir() and not short.is_symlink() and st.st_uid == os.getuid() \
+                and (st.st_mode & 0o077) == 0
+        except OSError:
+            private = False
+        if not private:
+            short = Path(tempfile.mkdtemp(prefix="localcf-"))
+            self._relay_tmp = str(short)
+        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:20]
+        self._relay_own = str(short / f"{digest}.sock")
+        return self._relay_own
 
     def _init_log(self) -> str:
         try:
@@ -673,7 +694,8 @@ class Container:
             if reply.get("errno"):
                 args = [reply["errno"], reply["error"]] + ([reply["filename"]] if reply.get("filename") else [])
                 raise OSError(*args)
-            raise ContainerError(f"container {self.id}: {header['op']}: {reply['error']}")
+            kind = _Halted if reply.get("halted") else ContainerError
+            raise kind(f"container {self.id}: {header['op']}: {reply['error']}")
         return reply, pending.fds
 
     # Processes -------------------------------------------------------------------------------
@@ -682,13 +704,20 @@ class Container:
         return self._home
 
     def start(self) -> None:
-        """Start every process of the spec through the launcher."""
+        """Start every process of the spec through the launcher.
+
+        If `stop()` comes first (a codependent process already ended), the processes not yet
+        started are not started, and get no on_exit.
+        """
         if self._started:
             raise ContainerError(f"container {self.id} was already started")
         self._started = True
         bash = shutil.which("bash") or "/bin/bash"
         app_dir = f"{self._home}/app"
         for proc in self.spec.processes:
+            if self._halted:
+                return
+
             def running(reply: dict, name: str = proc.name) -> None:
                 with self._lock:
                     self._running[name] = int(reply["pid"])
@@ -697,6 +726,8 @@ class Container:
                 self._request({"op": "spawn", "name": proc.name,
                                "argv": launcher_argv(bash, app_dir, proc.command),
                                "env": dict(proc.env), "cwd": self._home}, on_reply=running)
+            except _Halted:
+                return
             except OSError as exc:
                 raise ContainerError(f"container {self.id}: cannot start process {proc.name!r}: {exc}") from exc
 
@@ -720,6 +751,7 @@ class Container:
 
     def stop(self, graceful: float = 10.0) -> None:
         """SIGTERM every process, SIGKILL what is left after `graceful` seconds; returns when all exited."""
+        self._halted = True
         if self._dead.is_set() or self._ctrl is None:
             return
         try:
@@ -761,6 +793,11 @@ class Container:
         if self._ctrl is not None:
             self._ctrl.close()
         _rmtree(self.dir)
+        if self._relay_own:
+            try:
+                os.unlink(self._relay_own)
+            except OSError:
+                pass
         if self._relay_tmp:
             shutil.rmtree(self._relay_tmp, ignore_errors=True)
         self._runtime._forget(self)

@@ -49,6 +49,9 @@ DEFAULT_COMMAND_TIMEOUT = 600.0
 HTTP_TIMEOUT = 10.0
 TUNNEL_DEADLINE = 30.0
 
+# After these verbs an app name may stand for another app (or none): forget remembered guids.
+_VERBS_CHANGING_GUIDS = {"delete", "rename", "create-app", "push", "v3-create-app", "v3-push"}
+
 # `   2019-05-18T02:53:35.00+0000 [APP/PROC/WEB/SIDECAR/CONFIG-SERVER/0] OUT listening 0.0.0.0:8082...`
 _LOG_LINE = re.compile(r"^\s*(\S+) \[([^\]]+)\] (OUT|ERR) ?(.*)$")
 
@@ -228,6 +231,8 @@ class Target(ABC):
         CommandError on a non-zero exit; `shown` overrides the echoed command line.
         """
         self.prepare()
+        if args and args[0] in _VERBS_CHANGING_GUIDS:
+            self._guids.clear()
         shown = shown or "cf " + shlex.join(args)
         if self.echo if echo is None else echo:
             print(f"$ {shown}", flush=True)
@@ -526,9 +531,9 @@ class LocalTarget(Target):
         if self.runtime == "namespaces":
             return Isolation(True, "localcf runs each instance in its own Linux namespaces (a container)")
         if self.runtime == "process":
-            why = f" ({self.runtime_notice})" if self.runtime_notice else ""
-            return Isolation(False, "localcf runs apps in `process` mode" + why +
-                             ": apps are plain processes on this machine, with no container boundary to prove")
+            why = f"; localcf says: {self.runtime_notice}" if self.runtime_notice else ""
+            return Isolation(False, "localcf runs apps as plain processes (runtime mode `process`), so there "
+                             "is no container boundary to prove" + why)
         return Isolation(False, "localcf reports no container runtime (see `localcf status`)")
 
     def outside_host(self, app: str) -> str:
@@ -541,7 +546,8 @@ class LocalTarget(Target):
         self._prepared = False
 
     def describe(self) -> str:
-        where = f"LOCALCF_HOME={self.home}" if self.home else "default state dir"
+        home = self.home or os.environ.get("LOCALCF_HOME")
+        where = f"LOCALCF_HOME={home}" if home else "the default state dir"
         return f"local (localcf, {where})"
 
 
