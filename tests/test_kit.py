@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import nbformat
@@ -357,4 +356,3 @@ def test_run_rejects_an_unknown_part_with_the_list(tmp_path: Path) -> None:
                            str(tmp_path / "b")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "No notebook matches '99'" in proc.stderr and "07-tiny" in proc.stderr
-    assert textwrap.dedent("") == ""

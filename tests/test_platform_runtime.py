@@ -367,7 +367,9 @@ def test_environment_of_app_and_sidecar(cf: LocalCF, tmp_path: Path, sidecar_mem
 
 # ------------------------------------------------------------------------------- router
 
-def test_round_robin_404_and_502(cf: LocalCF, tmp_path: Path) -> None:
+def test_round_robin_over_two_instances(cf: LocalCF, tmp_path: Path) -> None:
+    # two instances of one app bind the same ports: only separate network namespaces allow that
+    needs_isolation(cf)
     app = push_runtime_app(cf, tmp_path)
     try:
         cf("scale", app["name"], "-i", "2")
@@ -375,6 +377,13 @@ def test_round_robin_404_and_502(cf: LocalCF, tmp_path: Path) -> None:
         seen = [get(cf, app, "/").text for _ in range(6)]
         assert set(seen) == {"instance 0", "instance 1"}
         assert all(seen[i] != seen[i + 1] for i in range(5)), seen
+    finally:
+        delete(cf, app)
+
+
+def test_router_404_and_502_texts(cf: LocalCF, tmp_path: Path) -> None:
+    app = push_runtime_app(cf, tmp_path)
+    try:
         r = requests.get(f"http://127.0.0.1:{cf.router_port}/", headers={"Host": "nothing-here.apps.localhost"},  # type: ignore[attr-defined]
                          timeout=10)
         assert r.status_code == 404

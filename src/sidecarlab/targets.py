@@ -323,8 +323,10 @@ class Target(ABC):
             result = self.cf("app", app, "--guid", echo=False, quiet=True, check=False)
             guid = result.output.strip().splitlines()[-1].strip() if result.output.strip() else ""
             if result.returncode != 0 or not re.fullmatch(r"[0-9a-fA-F-]{8,}", guid):
+                said = " ".join(line.strip() for line in result.output.splitlines()
+                                if line.strip() and line.strip() != "FAILED")
                 raise TargetError(
-                    f"App '{app}' was not found on the {self.kind} target ({result.output.strip()}). "
+                    f"App '{app}' was not found on the {self.kind} target (cf said: {said or 'nothing'}). "
                     "Push it first (run the push cell above)."
                 )
             self._guids[app] = guid
