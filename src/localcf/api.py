@@ -500,6 +500,24 @@ def recent_logs(req: Request, guid: str) -> Any:
     return {"envelopes": c.logs.recent(guid)}
 
 
+@route("GET", f"/localcf/v1/builds/{GUID}/log")
+def stream_build_log(req: Request, guid: str) -> Any:
+    """A build's staging lines from its first, streamed until staging ends (what `cf push` traces)."""
+    c = _c(req)
+    try:
+        c.store.get("builds", guid)
+    except NotFound:
+        raise not_found("Build") from None
+
+    def chunks() -> Any:
+        for item in c.stager.follow(guid):
+            if item is None:
+                yield b"\n"
+            else:
+                yield (json.dumps({"stream": item[0], "message": item[1]}) + "\n").encode()
+    return Stream(chunks())
+
+
 @route("GET", f"/localcf/v1/apps/{GUID}/logs/stream")
 def stream_logs(req: Request, guid: str) -> Any:
     c = _c(req)

@@ -593,37 +593,14 @@ def _kib(n: int) -> str:
 
 def stage_package(c: Client, app: dict[str, Any], package_guid: str) -> dict[str, Any]:
     """Create a build and trace its staging log until it ends; returns the staged build."""
-    import threading
     click.echo("Staging app and tracing logs...")
-    done = threading.Event()
-    printed: list[Any] = []
-
-    attached = threading.Event()
-
-    def tail() -> None:
-        try:
-            for env in c.stream_logs(app["guid"]):
-                attached.set()
-                if env and env["source_type"] == "STG":
-                    for line in env["message"].split("\n"):
-                        click.echo(f"   {line}")
-                    printed.append(env)
-                if done.is_set() and env is None:
-                    return
-        except Exception:
-            attached.set()
-
-    t = threading.Thread(target=tail, daemon=True)
-    t.start()
-    attached.wait(5)
     build = c.post("/v3/builds", {"package": {"guid": package_guid}})
-    while build["state"] == "STAGING":
-        time.sleep(0.05)
+    for item in c.stream_lines(f"/localcf/v1/builds/{build['guid']}/log"):
+        click.echo(f"   {item['message']}")
+    build = c.get(f"/v3/builds/{build['guid']}")
+    while build["state"] == "STAGING":  # the stream ended early (a daemon restart): poll instead
+        time.sleep(0.1)
         build = c.get(f"/v3/builds/{build['guid']}")
-    # let the tail print the last lines (it sees a heartbeat within a second of quiet)
-    time.sleep(0.2)
-    done.set()
-    t.join(2)
     if build["state"] == "FAILED":
         raise CommandFailed(f"Error staging application: {build['error']}")
     return build

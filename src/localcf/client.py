@@ -102,6 +102,18 @@ class Client:
     def recent_logs(self, app_guid: str) -> list[dict[str, Any]]:
         return self.get(f"/localcf/v1/apps/{app_guid}/logs")["envelopes"]
 
+    def stream_lines(self, path: str, timeout: float = 30) -> Iterator[dict[str, Any]]:
+        """The JSON lines of a streamed answer (heartbeat blank lines skipped)."""
+        r = self._session.get(f"{self.base_url}{path}", stream=True, timeout=timeout)
+        if r.status_code >= 400:
+            raise ClientError(r.status_code, "HTTPError", r.text)
+        try:
+            for line in r.iter_lines(chunk_size=None):
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            r.close()
+
     def stream_logs(self, app_guid: str, timeout: float | None = None) -> Iterator[dict[str, Any] | None]:
         """Live envelopes of an app; yields None on heartbeats (about once a second)."""
         r = self._session.get(f"{self.base_url}/localcf/v1/apps/{app_guid}/logs/stream", stream=True,

@@ -84,8 +84,46 @@ class Stager:
         self.runner = runner or host_task_runner
         self.air_gapped = air_gapped
         self._threads: dict[str, threading.Thread] = {}
+        self._logs: dict[str, list[tuple[str, str]]] = {}  # build guid -> its staging lines so far
+        self._done: set[str] = set()
+        self._cond = threading.Condition()
+
+    def follow(self, build_guid: str, heartbeat: float = 1.0) -> Any:
+        """The staging lines of one build from its first, as they come; ends when staging ends.
+        Yields (stream, line), or None as a heartbeat."""
+        seen = 0
+        while True:
+            with self._cond:
+                if build_guid not in self._logs:
+                    return
+                lines = self._logs[build_guid]
+                if seen == len(lines) and build_guid not in self._done:
+                    self._cond.wait(heartbeat)
+                news, seen = lines[seen:], len(lines)
+                finished = build_guid in self._done and seen == len(lines)
+            if not news and not finished:
+                yield None
+            yield from news
+            if finished:
+                return
+
+    def _log(self, build_guid: str, stream: str, line: str) -> None:
+        with self._cond:
+            self._logs.setdefault(build_guid, []).append((stream, line))
+            self._cond.notify_all()
+
+    def _finish(self, build_guid: str) -> None:
+        with self._cond:
+            self._done.add(build_guid)
+            # keep the lines of the last few builds for late followers
+            for old in [g for g in self._logs if g in self._done][:-20]:
+                self._logs.pop(old, None)
+                self._done.discard(old)
+            self._cond.notify_all()
 
     def stage(self, build: dict[str, Any]) -> None:
+        with self._cond:
+            self._logs[build["guid"]] = []
         t = threading.Thread(target=self.run, args=(build["guid"],), name=f"stage-{build['guid']}",
                              daemon=True)
         self._threads[build["guid"]] = t
@@ -114,8 +152,10 @@ class Stager:
         work.mkdir(parents=True)
 
         def stg(line: str, stream: str = "OUT") -> None:
+            self._log(build_guid, stream, line)
             self.c.logs.emit(app["guid"], "STG", 0, stream, line)
 
+        outcome: dict[str, Any] = {"state": "FAILED", "error": DEFAULT_STAGING_ERROR}
         try:
             keys, skip_detect = self.download_buildpacks(build, work / "buildpacks", stg)
             stg(f"Cell {CELL_ID} creating container for instance {build_guid}")
@@ -123,21 +163,23 @@ class Stager:
             self.download_package(build, work / "app", stg)
             code = self.run_builder(app, work, keys, skip_detect, stg)
             if code == 0:
-                self.upload_droplet(app, build, work, stg)
+                outcome = self.upload_droplet(app, build, work, stg)
             else:
-                store.update("builds", build_guid, state="FAILED",
-                             error=STAGING_ERRORS.get(code, DEFAULT_STAGING_ERROR))
+                outcome = {"state": "FAILED", "error": STAGING_ERRORS.get(code, DEFAULT_STAGING_ERROR)}
             stg(f"Cell {CELL_ID} stopping instance {build_guid}")
             stg(f"Cell {CELL_ID} destroying container for instance {build_guid}")
             stg(f"Cell {CELL_ID} successfully destroyed container for instance {build_guid}")
         except bp_fetch.BuildpackError as e:
             stg(str(e), "ERR")
-            store.update("builds", build_guid, state="FAILED", error=f"StagingError - Staging error: {e}")
+            outcome = {"state": "FAILED", "error": f"StagingError - Staging error: {e}"}
         except Exception as e:  # the daemon must survive any staging failure and record it
             stg(f"Staging failed: {e}", "ERR")
-            store.update("builds", build_guid, state="FAILED", error=f"StagingError - Staging error: {e}")
+            outcome = {"state": "FAILED", "error": f"StagingError - Staging error: {e}"}
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            # the build ends after its last line, so a follower that sees the end has seen every line
+            store.update("builds", build_guid, **outcome)
+            self._finish(build_guid)
 
     def download_buildpacks(self, build: dict[str, Any], dest: Path,
                             stg: Callable[..., None]) -> tuple[list[str], bool]:
@@ -225,7 +267,8 @@ class Stager:
         return code
 
     def upload_droplet(self, app: dict[str, Any], build: dict[str, Any], work: Path,
-                       stg: Callable[..., None]) -> None:
+                       stg: Callable[..., None]) -> dict[str, Any]:
+        """Store the droplet; returns the build's outcome (its state, error and droplet)."""
         store = self.c.store
         result = json.loads((work / "result.json").read_text())
         stg("Uploading droplet, build artifacts cache...")
@@ -255,10 +298,8 @@ class Stager:
         conflict = self.c.sidecar_conflicts(app["guid"], droplet["sidecars"])
         if conflict:
             store.update("droplets", droplet["guid"], state="FAILED", error=conflict)
-            store.update("builds", build["guid"], state="FAILED",
-                         error=f"StagingError - Staging error: {conflict}")
             stg(conflict, "ERR")
-            return
-        store.update("builds", build["guid"], state="STAGED", droplet_guid=droplet["guid"])
+            return {"state": "FAILED", "error": f"StagingError - Staging error: {conflict}"}
         self.c.audit("audit.app.droplet.create", app, {"droplet_guid": droplet["guid"]})
+        return {"state": "STAGED", "error": None, "droplet_guid": droplet["guid"]}
 

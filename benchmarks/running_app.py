@@ -5,7 +5,7 @@
 - requests per second through the router divided by directly to the app (same client, same run);
 - the daemon's resident memory with the app running.
 
-Run: .venv/bin/python benchmarks/platform.py [--runs N]
+Run: .venv/bin/python benchmarks/running_app.py [--runs N]
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def main() -> None:
         figures = {mode: measure(mode, app, args.runs) for mode in args.modes.split(",")}
     finally:
         shutil.rmtree(app.parent, ignore_errors=True)
-    record("platform", {"runs": args.runs, "requests_per_rps_sample": REQUESTS, **figures})
+    record("running_app", {"runs": args.runs, "requests_per_rps_sample": REQUESTS, **figures})
 
 
 if __name__ == "__main__":
