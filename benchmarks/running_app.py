@@ -34,7 +34,9 @@ def fixture_app() -> Path:
     return app
 
 
-def sidecar_pid(home: Path) -> int | None:
+def sidecar_pid(api_port: int) -> int | None:
+    """The config-server of this platform's instance: its VCAP_APPLICATION names this API."""
+    marker = f"127.0.0.1:{api_port}".encode()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -43,7 +45,7 @@ def sidecar_pid(home: Path) -> int | None:
             env = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             continue
-        if cmd.startswith(b"./config-server") and str(home).encode() in env:
+        if cmd.startswith(b"./config-server") and marker in env:
             return int(pid)
     return None
 
@@ -65,7 +67,7 @@ def crash_to_running(cf: Platform, name: str) -> float:
     from localcf.paths import StateDir
     client = Client(StateDir(cf.home), autostart=False)
     before = stats_fast(client, name)[0]["instance_guid"]
-    pid = sidecar_pid(cf.home)
+    pid = sidecar_pid(cf.endpoint()["api_port"])
     if pid is None:
         raise SystemExit("could not find the sidecar's process")
     t0 = time.perf_counter()

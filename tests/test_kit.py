@@ -192,7 +192,9 @@ def shell(cf_stand_in: Path):
     from sidecarlab import magics
 
     ip = InteractiveShell.instance()
-    magics.load_ipython_extension(ip)
+    ip.run_line_magic("load_ext", "sidecarlab.magics")
+    assert "cf" in ip.magics_manager.magics["line"]
+    magics.load_ipython_extension(ip)  # again: an earlier test's teardown reset the error display
     target = CFTarget("https://api.example.com", "o", "s")
     magics.use_target(target)
     ip.user_ns["app_name"] = "myapp"
@@ -338,7 +340,8 @@ def test_run_names_the_notebook_and_the_failing_cell(tmp_path: Path) -> None:
     proc = subprocess.run([str(SIDECARLAB), "run", "07", "--notebooks", str(notebooks), "--out", str(out),
                            "--no-progress"], capture_output=True, text=True, timeout=240)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "07-tiny.ipynb, cell 4 (In [3])" in proc.stderr
+    # Cell 5 of the executed notebook (papermill adds the injected-parameters cell), In [4].
+    assert "07-tiny.ipynb, cell 5 (In [4])" in proc.stderr
     assert 'assert greeting == "from-params", greeting' in proc.stderr
     assert "ValueError: broken on purpose" in proc.stderr
     summary = json.loads((out / "summary.json").read_text())

@@ -15,7 +15,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 import requests
 
@@ -30,13 +30,16 @@ __all__ = [
     "ContainerSnapshot",
     "app_answers",
     "cf_app_shows_sidecar",
+    "check",
     "codependent_crash",
     "config_from_sidecar",
     "container_snapshot",
+    "fail",
     "logs_show_app_and_sidecar",
     "memory_limit_carved",
     "processes_in_one_container",
     "show_sockets",
+    "wait_until_reachable",
     "sidecar_crash_recovers",
     "sidecar_listening",
     "sidecar_port_private",
@@ -81,6 +84,7 @@ class CheckResult:
 
     @property
     def passed(self) -> bool:
+        """True when the claim was proven (a skipped check did not prove it)."""
         return self.status == "passed"
 
     def line(self) -> str:
@@ -103,7 +107,7 @@ class _Fail(Exception):
         self.expected, self.seen, self.hint = expected, seen, hint
 
 
-def fail(expected: str, seen: str, hint: str) -> None:
+def fail(expected: str, seen: str, hint: str) -> NoReturn:
     """Inside a check: stop with what was expected, what was seen and a hint."""
     raise _Fail(expected, seen, hint)
 
@@ -160,7 +164,6 @@ def _get(target: Target, app: str, path: str) -> HttpResponse:
         fail(f"an HTTP answer from GET {path}", str(exc),
              "The platform's router did not answer at all: is the platform running? "
              "(`cf app` for the app, `localcf status` on the local target).")
-        raise  # unreachable
 
 
 def _router_hint(app: str, response: HttpResponse) -> str:
@@ -219,12 +222,11 @@ def config_from_sidecar(target: Target, app: str, expected: Optional[dict[str, A
     if body == SIDECAR_DOWN:
         fail(f"HTTP 200 with {json.dumps(expected)}", seen, _sidecar_down_hint(target, app))
     fail(f"HTTP 200 with {json.dumps(expected)}", seen, _router_hint(app, response))
-    raise AssertionError  # unreachable
 
 
 def _sidecar_down_hint(target: Target, app: str) -> str:
-    common = (f"The app answered, but nothing listened on localhost:$CONFIG_SERVER_PORT inside its "
-              f"container. ")
+    common = ("The app answered, but nothing listened on localhost:$CONFIG_SERVER_PORT inside its "
+              "container. ")
     try:
         sidecars = target.sidecars(app)
     except TargetError:
@@ -409,7 +411,7 @@ def show_sockets(target: Target, app: str, port: Optional[int] = None, index: in
                      f"{s.remote}:{s.remote_port}" if s.state != "LISTEN" else "*"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 @check("`ps aux` inside instance {index} of {app} shows the app ({app_command}) and the sidecar "

@@ -23,7 +23,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import requests
 
@@ -86,6 +86,7 @@ class CommandResult:
 
     @property
     def ok(self) -> bool:
+        """True when the command exited with status 0."""
         return self.returncode == 0
 
 
@@ -187,7 +188,7 @@ class Target(ABC):
         """The environment the cf command runs in."""
         return dict(os.environ)
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> None:  # noqa: B027 (optional hook: most targets need no setup)
         """Make the platform usable (start it, log in); called once before the first verb."""
 
     @abstractmethod

@@ -57,7 +57,7 @@ class NotebookResult:
     seconds: float
     passed_checks: list[str] = field(default_factory=list)
     skipped_checks: list[str] = field(default_factory=list)
-    failed_cell: Optional[int] = None
+    failed_cell: Optional[int] = None  # position in the executed notebook, from 1
     failed_exec_count: Optional[int] = None
     failed_source: str = ""
     error: str = ""
@@ -270,7 +270,7 @@ def run_notebook(path: Path, output: Path, parameters: Mapping[str, Any], kernel
         )
     except PapermillExecutionError as exc:
         result.status = "failed"
-        result.failed_cell = exc.cell_index
+        result.failed_cell = exc.cell_index + 1  # people count cells from 1
         result.failed_exec_count = exc.exec_count
         result.failed_source = exc.source or ""
         result.error = f"{exc.ename}: {exc.evalue}"
