@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -58,6 +59,8 @@ class Platform:
     """A localcf daemon in a temporary state dir, for one benchmark run."""
 
     def __init__(self, **env: str):
+        # a benchmark stopped by SIGTERM (a timeout) still stops its daemon, through __exit__
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         self.home = Path(tempfile.mkdtemp(prefix="localcf-bench-"))
         self.env = dict(os.environ, LOCALCF_HOME=str(self.home), **env)
 

@@ -446,3 +446,75 @@ def _try_get_status(cf: LocalCF, app: dict) -> int | None:
         return get(cf, app, "/").status_code
     except requests.RequestException:
         return None
+
+
+def test_interactive_ssh_on_a_pty(cf: LocalCF, tmp_path: Path) -> None:
+    import pty
+    import select
+    app = push_runtime_app(cf, tmp_path)
+    try:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: an interactive `localcf ssh` on a terminal
+            os.execve(str(BIN / "localcf"), [str(BIN / "localcf"), "ssh", app["name"]], cf.env)
+        output = b""
+        os.write(fd, b"echo interactive-$CF_INSTANCE_INDEX-$((6*7)); tty; exit 5\n")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], 0.5)
+            if r:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                output += chunk
+        _, status = os.waitpid(pid, 0)
+        text = output.decode(errors="replace")
+        assert "interactive-0-42" in text, text
+        assert "/dev/pts/" in text, text  # the shell inside runs on a terminal
+        assert os.waitstatus_to_exitcode(status) == 5
+    finally:
+        delete(cf, app)
+
+
+def test_air_gapped_staging_has_no_network(tmp_path: Path) -> None:
+    """LOCALCF_STAGING_NETWORK=none stages in an empty network namespace: a server on the host is unreachable."""
+    if not namespaces_available():
+        pytest.skip("air-gapped staging needs a network namespace")
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *a):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+    bp = tmp_path / "bp"
+    (bp / "bin").mkdir(parents=True)
+    (bp / "bin" / "supply").write_text(f"#!/bin/bash\nif curl -sSf -m 5 {url} >/dev/null; then echo NETWORK-REACHED; "
+                                       "else echo NETWORK-UNREACHABLE; fi\n")
+    (bp / "bin" / "supply").chmod(0o755)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "manifest.yml").write_text(f"applications: [{{name: gapped, no-route: true, buildpacks: [{bp}, binary_buildpack]}}]\n")
+    (app / "Procfile").write_text("web: sleep 1000\n")
+    try:
+        for network, expected in (("host", "NETWORK-REACHED"), ("none", "NETWORK-UNREACHABLE")):
+            lcf = LocalCF(tmp_path / f"home-{network}")
+            lcf.env.update(LOCALCF_STAGING_NETWORK=network)
+            try:
+                out = lcf("push", "--no-start", cwd=app).out
+                assert expected in out, out
+            finally:
+                lcf("stop", check=False)
+    finally:
+        httpd.shutdown()

@@ -166,7 +166,7 @@ class Daemon:
             from .router import Router
         except ImportError:
             return
-        self.router = Router(self.cell, self.logs.emit)
+        self.router = Router(self.cell, self.logs.emit, log_batch=self.logs.emit_many)
 
     def info(self) -> dict[str, Any]:
         return {

@@ -47,8 +47,14 @@ class LogStream:
     def emit(self, app_guid: str, source_type: str, instance: str | int, stream: str,
              message: str) -> None:
         """Record one log line (a message with newlines is split, as loggregator does)."""
-        lines = message.rstrip("\n").split("\n") if message else [""]
-        envs = [envelope(app_guid, source_type, instance, stream, line) for line in lines]
+        self.emit_many([(app_guid, source_type, instance, stream, message)])
+
+    def emit_many(self, items: list[tuple[str, str, str | int, str, str]]) -> None:
+        """Record several log lines in one transaction (the router's access lines come in batches)."""
+        envs = []
+        for app_guid, source_type, instance, stream, message in items:
+            lines = message.rstrip("\n").split("\n") if message else [""]
+            envs += [envelope(app_guid, source_type, instance, stream, line) for line in lines]
         self.store.append_logs(envs)
         with self._cond:
             for e in envs:

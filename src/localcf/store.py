@@ -184,7 +184,7 @@ class Store:
         """Persist log envelopes, keeping the newest `keep` per app (what `logs --recent` reads)."""
         if not envelopes:
             return
-        with self._lock:
+        with self.transaction():
             self._db.executemany(
                 "INSERT INTO logs (app_guid, timestamp, source_type, instance, stream, message)"
                 " VALUES (:app_guid, :timestamp, :source_type, :instance, :stream, :message)",

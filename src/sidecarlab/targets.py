@@ -474,10 +474,7 @@ class LocalTarget(Target):
         return "Install the kit with: pip install -e '.[kit]' (it includes localcf)."
 
     def _prepare(self) -> None:
-        started = self._quiet("start")
-        for line in started.splitlines():
-            if line.startswith("Notice:"):
-                self.runtime_notice = line.partition(":")[2].strip()
+        self._quiet("start")
         self.refresh()
 
     def _quiet(self, *args: str) -> str:
@@ -490,14 +487,11 @@ class LocalTarget(Target):
         return output
 
     def refresh(self) -> None:
-        """Read the router port and runtime mode again from `localcf status`."""
-        status = self._quiet("status")
-        m = re.search(r"router: \S+:(\d+)\s+runtime: (\S+)", status)
-        if m:
-            self.router_port = int(m.group(1))
-            self.runtime = None if m.group(2) == "None" else m.group(2)
-        else:
-            self.router_port, self.runtime = None, None
+        """Read the router port and runtime mode again from the platform's info (JSON, a stable interface)."""
+        info = json.loads(self._quiet("curl", "/localcf/v1/info"))
+        self.router_port = info.get("router_port")
+        self.runtime = info.get("runtime")
+        self.runtime_notice = info.get("runtime_notice")
 
     def app_url(self, app: str) -> str:
         self.prepare()
