@@ -95,6 +95,18 @@ def rps(connect, host: str, n: int = REQUESTS) -> float:
     return n / elapsed
 
 
+def rps_requests(url: str, host: str, n: int = REQUESTS) -> float:
+    """Requests per second of one keep-alive requests.Session (the client the notebooks use)."""
+    import requests
+    with requests.Session() as session:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            r = session.get(url, headers={"Host": host}, timeout=10)
+            if r.status_code != 200:
+                raise SystemExit(f"GET / answered {r.status_code}")
+        return n / (time.perf_counter() - t0)
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -122,16 +134,20 @@ def measure(mode: str, app: Path, runs: int) -> dict:
         host = f"{name}.apps.localhost"
         via_router = [rps(lambda: http.client.HTTPConnection("127.0.0.1", ep["router_port"]), host)
                       for _ in range(3)]
-        direct = []
+        via_router_rq = [rps_requests(f"http://127.0.0.1:{ep['router_port']}/", host) for _ in range(3)]
+        direct, direct_rq = [], []
         if mode == "process":
             port = int(cf("ssh", name, "-c", "echo $PORT").stdout.strip())
             direct = [rps(lambda: http.client.HTTPConnection("127.0.0.1", port), host) for _ in range(3)]
+            direct_rq = [rps_requests(f"http://127.0.0.1:{port}/", host) for _ in range(3)]
         daemon_rss = rss_mb(ep["pid"])
         return {
             "push_start_healthy_s": {"median": median(pushes), "all": [round(t, 3) for t in pushes]},
             "crash_to_running_s": {"median": median(crashes), "all": [round(t, 3) for t in crashes]},
-            "router_rps": median(via_router), "direct_rps": median(direct) if direct else None,
-            "router_over_direct": round(median(via_router) / median(direct), 3) if direct else None,
+            "http_client": {"router_rps": median(via_router), "direct_rps": median(direct) if direct else None,
+                            "router_over_direct": round(median(via_router) / median(direct), 3) if direct else None},
+            "requests_session": {"router_rps": median(via_router_rq), "direct_rps": median(direct_rq) if direct_rq else None,
+                                 "router_over_direct": round(median(via_router_rq) / median(direct_rq), 3) if direct_rq else None},
             # in namespaces mode nothing on the host reaches the app but the router: that is the point
             "direct_means": "the app's host port" if mode == "process" else "unreachable from the host",
             "daemon_rss_mb": daemon_rss,

@@ -78,6 +78,10 @@ class Cell:
         self._closing = False
         self._routes: dict[str, list[tuple[str, str]]] = {}
         self._routes_at = 0.0
+        # the router asks for backends on every request: answers are cached until an instance changes
+        self._gen = 0
+        self._backend_cache: dict[str, tuple[int, list[Any]]] = {}
+        self._web_guid: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------- staging
 
@@ -137,6 +141,8 @@ class Cell:
 
     def remove_app(self, app_guid: str) -> None:
         self._stop_all(app_guid)
+        self._web_guid.pop(app_guid, None)
+        self._backend_cache.pop(app_guid, None)
 
     def _stop_all(self, app_guid: str) -> None:
         with self._lock:
@@ -264,6 +270,7 @@ class Cell:
                     if inst.stopping or inst.state == "CRASHED":
                         return
                     inst.state, inst.since = "RUNNING", time.time()
+                    self._gen += 1
                 self._emit(inst, "CELL", "OUT", "Container became healthy")
                 return
             time.sleep(delay)
@@ -291,6 +298,7 @@ class Cell:
                 return
             ran_for = time.time() - inst.since if inst.state == "RUNNING" else 0
             inst.state, inst.stopping, inst.crashed_reason = "CRASHED", True, reason
+            self._gen += 1
             # the count carries over restarts (a fresh Instance starts with it), and resets after long runs
             inst.crash_count = 1 if ran_for > RESET_CRASH_COUNT_AFTER else inst.crash_count + 1
             inst.since = time.time()
@@ -343,6 +351,7 @@ class Cell:
 
     def _destroy(self, inst: Instance, why: str) -> None:
         inst.stopping = True
+        self._gen += 1
         if inst.restart_timer:
             inst.restart_timer.cancel()
         self._teardown(inst)
@@ -383,7 +392,6 @@ class Cell:
 
     def backends(self, host: str, path: str) -> list[Any]:
         """The router's lookup: RUNNING web instances of the app mapped to `host` (and path prefix)."""
-        from .router import Backend
         now = time.monotonic()
         if now - self._routes_at > 0.5:
             table: dict[str, list[tuple[str, str]]] = {}
@@ -394,16 +402,27 @@ class Cell:
             self._routes, self._routes_at = table, now
         for route_path, app_guid in self._routes.get(host.lower(), []):
             if not route_path or path == route_path or path.startswith(route_path.rstrip("/") + "/"):
-                return [Backend(app_guid, i.index, i.container.connect, i.container.upstream(), i.guid)
-                        for i in self.running_backends(app_guid)]
+                cached = self._backend_cache.get(app_guid)
+                if cached and cached[0] == self._gen:
+                    return cached[1]
+                gen = self._gen
+                from .router import Backend
+                found = [Backend(app_guid, i.index, i.container.connect, i.container.upstream(), i.guid)
+                         for i in self.running_backends(app_guid)]
+                self._backend_cache[app_guid] = (gen, found)
+                return found
         return []
 
     def running_backends(self, app_guid: str) -> list[Instance]:
         """RUNNING web instances of an app, for the router."""
-        web = self.c.process(app_guid, "web")
-        if not web:
-            return []
-        return [i for i in self.instances(web["guid"]) if i.state == "RUNNING" and i.container is not None]
+        web_guid = self._web_guid.get(app_guid)
+        if web_guid is None:
+            web = self.c.process(app_guid, "web")
+            if not web:
+                return []
+            web_guid = self._web_guid[app_guid] = web["guid"]
+        return [i for i in self.instances(web_guid)
+                if i.state == "RUNNING" and not i.stopping and i.container is not None]
 
     def instance(self, app_guid: str, index: int = 0) -> Instance | None:
         web = self.c.process(app_guid, "web")
