@@ -397,7 +397,10 @@ def load_manifest(path: Path, variables: tuple[str, ...], vars_files: tuple[str,
         if not sep:
             raise CommandFailed(f"Incorrect usage: --var {v}: expected KEY=VALUE")
         vars_map[k] = val
-    return manifest_mod.load(path, vars=vars_map, vars_files=[Path(f) for f in vars_files])
+    m = manifest_mod.load(path, vars=vars_map, vars_files=[Path(f) for f in vars_files])
+    for warning in m.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    return m
 
 
 def check_buildpacks_exist(m: Any, app_index: int, refs: list[str], where: str | None = None) -> None:
