@@ -469,8 +469,16 @@ def test_interactive_ssh_on_a_pty(cf: LocalCF, tmp_path: Path) -> None:
                 if not chunk:
                     break
                 output += chunk
-        _, status = os.waitpid(pid, 0)
+        status = None
+        while status is None and time.monotonic() < deadline + 10:
+            done, st = os.waitpid(pid, os.WNOHANG)
+            status = st if done else None
+            time.sleep(0.05)
+        if status is None:  # never hang the suite: end the session and fail
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
         text = output.decode(errors="replace")
+        assert status is not None, f"`localcf ssh` did not end after `exit`: {text!r}"
         assert "interactive-0-42" in text, text
         assert "/dev/pts/" in text, text  # the shell inside runs on a terminal
         assert os.waitstatus_to_exitcode(status) == 5

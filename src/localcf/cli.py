@@ -294,7 +294,7 @@ def ssh(name: str, index: int, command: str | None, forwards: tuple[str, ...], n
         import termios
         import tty as ttymod
         saved = termios.tcgetattr(sys.stdin.fileno())
-        ttymod.setraw(sys.stdin.fileno())
+        ttymod.setraw(sys.stdin.fileno(), termios.TCSANOW)  # keep what was typed ahead
         try:
             status = sshmod.run_client(sock, reader, tty)
         finally:
