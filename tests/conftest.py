@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,3 +76,46 @@ def app_copy(tmp_path: Path):
         shutil.copytree(FIXTURES / name, dest, symlinks=True)
         return dest
     return copy
+
+
+WAIT_SECONDS = 30
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (bound to port 0 and released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Running:
+    """A started process whose stdout lines are collected by a thread (stderr too, when merged)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path | None = None,
+                 merge_stderr: bool = False) -> None:
+        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def next_line(self) -> str:
+        try:
+            return self.lines.get(timeout=WAIT_SECONDS)
+        except queue.Empty:
+            raise AssertionError(f"no output line within {WAIT_SECONDS}s (exit code {self.proc.poll()})") from None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()

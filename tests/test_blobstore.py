@@ -17,6 +17,8 @@ from typing import Iterator
 import boto3
 import pytest
 
+from conftest import free_port
+
 from sidecarlab import blobstore
 
 SIDECARLAB = Path(sys.executable).parent / "sidecarlab"
@@ -51,10 +53,6 @@ def wait_until_gone(state_dir: Path, deadline: float = GONE_DEADLINE) -> list[in
         time.sleep(0.1)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def curl(url: str, out: Path) -> subprocess.CompletedProcess:

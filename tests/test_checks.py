@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import pytest
 import yaml
 
-from conftest import LocalCF
+from conftest import LocalCF, free_port
 from sidecarlab import checks, sidecar, tutorial
 from sidecarlab.checks import CheckFailed
 from sidecarlab.targets import (
@@ -25,10 +25,6 @@ from sidecarlab.targets import (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

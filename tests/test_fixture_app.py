@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import queue
 import socket
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,49 +16,12 @@ import yaml
 
 from sidecarlab import sidecar
 
+from conftest import WAIT_SECONDS, Running, free_port
+
 APP_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "app-using-config-server"
 EXPECTED_BODY = '{"Scope":"some-service.admin","Password":"not-a-real-p4$$w0rd"}\n'
 ERROR_BODY = '{"error": "error connecting to local config-server"}'
 # A guard against a hung process, not a performance assertion.
-WAIT_SECONDS = 30
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Running:
-    """A started process whose stdout lines are collected by a thread."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.proc = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def next_line(self) -> str:
-        try:
-            return self.lines.get(timeout=WAIT_SECONDS)
-        except queue.Empty:
-            raise AssertionError(f"no output line within {WAIT_SECONDS}s (exit code {self.proc.poll()})")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=WAIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 def get(url: str) -> tuple[int, str, str]:
@@ -84,7 +45,7 @@ def start(tmp_path: Path) -> Iterator:
     started: list[Running] = []
 
     def _start(argv: list[str], env: dict[str, str], cwd: Path = tmp_path) -> Running:
-        proc = Running(argv, env, cwd)
+        proc = Running(argv, env, cwd, merge_stderr=True)
         started.append(proc)
         return proc
 

@@ -65,7 +65,8 @@ from nbformat.v4 import new_code_cell  # noqa: E402
 
 from sidecarlab import tutorial  # noqa: E402
 from sidecarlab.supply_buildpack import DOWNLOAD_SUPPLY, NEVER_DETECT, PLACEHOLDER_SUPPLY  # noqa: E402
-from test_blobstore import blobstore_processes, free_port, wait_until_gone  # noqa: E402
+from test_blobstore import blobstore_processes, wait_until_gone  # noqa: E402
+from conftest import free_port  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOK_2 = NOTEBOOKS / "02-sidecar-from-buildpack.ipynb"

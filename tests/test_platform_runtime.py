@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import BIN, FIXTURES, LocalCF
+from conftest import BIN, FIXTURES, LocalCF, free_port
 from localcf.cell import restart_delay
 
 TIME_SCALE = 0.001  # 30 s of back-off become 30 ms
@@ -56,10 +56,6 @@ def needs_isolation(cf: LocalCF) -> None:
         pytest.skip("needs container isolation: the process runtime runs instances as plain host processes")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def push_runtime_app(cf: LocalCF, tmp_path: Path, *, instances: int = 1, sidecar_memory: str | None = None,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import queue
 import socket
 import struct
 import subprocess
-import threading
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -16,49 +14,11 @@ import pytest
 
 from sidecarlab import sidecar
 
+from conftest import WAIT_SECONDS, Running, free_port
+
 EXPECTED_BODY = '{"Scope":"some-service.admin","Password":"not-a-real-p4$$w0rd"}\n'
 ELF_MACHINE = {"amd64": 0x3E, "arm64": 0xB7}
 # A guard against a hung process, not a performance assertion.
-WAIT_SECONDS = 30
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Running:
-    """A started process whose stdout lines are collected by a thread."""
-
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def next_line(self) -> str:
-        try:
-            return self.lines.get(timeout=WAIT_SECONDS)
-        except queue.Empty:
-            raise AssertionError(f"no output line within {WAIT_SECONDS}s (exit code {self.proc.poll()})")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=WAIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 @pytest.fixture(scope="session")

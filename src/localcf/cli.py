@@ -734,6 +734,17 @@ def app(name: str, guid: bool) -> None:
     print_app_summary(c, a)
 
 
+def confirm_delete(kind: str, name: str) -> bool:
+    """Ask as cf does; with no terminal to ask on, refuse and say how to skip the question."""
+    if not sys.stdin.isatty():
+        raise CommandFailed(f"Refusing to delete {kind} {name} without confirmation: no terminal to ask on. "
+                            "Use -f to delete without asking.")
+    if click.confirm(f"Really delete the {kind} {name}?", default=False):
+        return True
+    click.echo(f"{kind.capitalize()} has not been deleted.")
+    return False
+
+
 @main.command()
 @click.argument("name")
 @click.option("-f", "force", is_flag=True, help="Do not ask for confirmation")
@@ -741,13 +752,8 @@ def app(name: str, guid: bool) -> None:
 @fail_on_client_errors
 def delete(name: str, force: bool, routes: bool) -> None:
     """Delete an app (cf delete)."""
-    if not force:
-        if not sys.stdin.isatty():
-            raise CommandFailed(f"Refusing to delete app {name} without confirmation: no terminal to ask on. "
-                                "Use -f to delete without asking.")
-        if not click.confirm(f"Really delete the app {name}?", default=False):
-            click.echo("App has not been deleted.")
-            return
+    if not force and not confirm_delete("app", name):
+        return
     c = client()
     click.echo(f"Deleting app {name} {WHERE}...")
     a = c.app(name)
@@ -956,13 +962,8 @@ def update_buildpack(name: str, path: str | None, position: int | None, enable: 
 @fail_on_client_errors
 def delete_buildpack(name: str, force: bool) -> None:
     """Delete an admin buildpack (cf delete-buildpack)."""
-    if not force:
-        if not sys.stdin.isatty():
-            raise CommandFailed(f"Refusing to delete buildpack {name} without confirmation: no terminal to "
-                                "ask on. Use -f to delete without asking.")
-        if not click.confirm(f"Really delete the buildpack {name}?", default=False):
-            click.echo("Buildpack has not been deleted.")
-            return
+    if not force and not confirm_delete("buildpack", name):
+        return
     c = client()
     click.echo(f"Deleting buildpack {name} as {USER}...")
     bp = c.buildpack(name)
