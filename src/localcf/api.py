@@ -228,8 +228,7 @@ def scale_process(req: Request, guid: str) -> Any:
                 raise unprocessable(f"{key.capitalize().replace('_', ' ')} must be a non-negative integer")
             changes[field] = body[key]
     proc = c.update_process(guid, **changes)
-    if c.cell:
-        c.cell.converge_app(proc["app_guid"])
+    c.cell.converge_app(proc["app_guid"])
     return 202, P.process(c, proc)
 
 
@@ -237,7 +236,7 @@ def scale_process(req: Request, guid: str) -> Any:
 def process_stats(req: Request, guid: str) -> Any:
     c = _c(req)
     proc = c.process_by_guid(guid)
-    stats = c.cell.stats(proc) if c.cell else []
+    stats = c.cell.stats(proc)
     return {"resources": stats}
 
 
@@ -391,8 +390,6 @@ def app_action(req: Request, guid: str, action: str) -> Any:
     app = c.app_by_guid(guid)
     if action in ("start", "restart") and not app.get("droplet_guid"):
         raise unprocessable("Assign a droplet before starting this app.")
-    if not c.cell:
-        raise ApiError(503, 10015, "CF-ServiceUnavailable", "This localcf has no cell to run instances.")
     app = getattr(c.cell, f"{action}_app")(guid)
     return P.app(c, app)
 
@@ -535,7 +532,7 @@ def _ssh_instance(req: Request, guid: str) -> tuple[Controller, dict[str, Any], 
     app = c.app_by_guid(guid)
     body = req.json()
     index = int(body.get("index") or 0)
-    inst = c.cell.instance(guid, index) if c.cell else None
+    inst = c.cell.instance(guid, index)
     if app["state"] != "STARTED" or inst is None or inst.container is None or inst.state != "RUNNING":
         raise ApiError(400, 10008, "CF-SSHUnavailable" if inst is None else "CF-InstanceNotRunning",
                        f"Instance {index} of app {app['name']} is not running: ssh needs a RUNNING "

@@ -11,13 +11,13 @@ import re
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import manifest as manifest_mod
 from .buildpacks import is_url, zip_dir
 from .logstream import LogStream
 from .paths import StateDir
-from .store import NotFound, Store, now_iso
+from .store import NotFound, Store, new_guid
 
 ORG_NAME = "localcf"
 ORG_GUID = "7ce1f3a5-0000-4000-8000-00000000c0de"
@@ -55,10 +55,6 @@ def unknown_buildpack(name: str) -> ApiError:
     return unprocessable(f'Buildpack "{name}" must be an existing admin buildpack or a valid git URI')
 
 
-def link(path: str, base: str) -> dict[str, str]:
-    return {"href": f"{base}{path}"}
-
-
 class Controller:
     """Every resource rule of the embedded Cloud Controller."""
 
@@ -69,7 +65,7 @@ class Controller:
         self.base_url = ""  # set by the API once it knows its port
         self._lock = threading.RLock()
         self.stager: Any = None  # set by the daemon (localcf.stager.Stager)
-        self.cell: Any = None  # set by the daemon (localcf.cell.Cell), if any
+        self.cell: Any = None  # set by the daemon (localcf.cell.Cell)
 
     # ------------------------------------------------------------------ apps
 
@@ -110,15 +106,13 @@ class Controller:
 
     def delete_app(self, guid: str) -> None:
         app = self.app_by_guid(guid)
-        if self.cell:
-            self.cell.remove_app(guid)
+        self.cell.remove_app(guid)
         with self.store.transaction():
             for kind in ("processes", "sidecars", "packages", "builds", "droplets", "routes"):
                 for rec in self.store.find(kind, app_guid=guid):
                     self.store.delete(kind, rec["guid"])
             self.store.delete("apps", guid)
-        for rec_dir in (self.state.caches / guid,):
-            shutil.rmtree(rec_dir, ignore_errors=True)
+        shutil.rmtree(self.state.caches / guid, ignore_errors=True)
         for kind, folder, ext in (("packages", self.state.packages, ".zip"),
                                   ("droplets", self.state.droplets, ".tgz")):
             for f in folder.glob(f"{guid}-*{ext}"):
@@ -518,7 +512,7 @@ class Controller:
 
 
 def _new_version() -> str:
-    from .store import new_guid
+    """A process version: a new guid whenever what runs changes (CAPI's process `version`)."""
     return new_guid()
 
 
@@ -530,5 +524,3 @@ def _random_words() -> str:
     import random
     return f"{random.choice(_WORDS_A)}-{random.choice(_WORDS_B)}-{random.randint(10, 99)}"
 
-
-PresenterFn = Callable[[dict[str, Any]], dict[str, Any]]

@@ -134,8 +134,10 @@ class Daemon:
 
     def __init__(self, state: StateDir):
         from .api import ApiServer
+        from .cell import Cell
         from .controller import Controller
         from .logstream import LogStream
+        from .router import Router
         from .stager import Stager
         from .store import Store
 
@@ -148,33 +150,23 @@ class Daemon:
         self.store = Store(self.state.db)
         self.logs = LogStream(self.store)
         self.controller = Controller(self.state, self.store, self.logs)
-        self.stager = Stager(self.controller, air_gapped=os.environ.get("LOCALCF_STAGING_NETWORK") == "none")
-        self.controller.stager = self.stager
-        self.cell = None
-        self.router = None
-        self._attach_cell()
-        self.api = ApiServer(self.controller, self.state.token(), info=self.info)
-        self.stopping = threading.Event()
-
-    def _attach_cell(self) -> None:
-        """The cell runs instances and staging tasks in the container runtime; the router fronts it."""
-        from .cell import Cell
+        # the cell runs instances and staging tasks in the container runtime; the router fronts it
         self.cell = Cell(self.controller)
         self.controller.cell = self.cell
-        self.stager.runner = self.cell.task_runner
-        try:
-            from .router import Router
-        except ImportError:
-            return
+        self.stager = Stager(self.controller, self.cell.task_runner,
+                             air_gapped=os.environ.get("LOCALCF_STAGING_NETWORK") == "none")
+        self.controller.stager = self.stager
         self.router = Router(self.cell, self.logs.emit, log_batch=self.logs.emit_many)
+        self.api = ApiServer(self.controller, self.state.token(), info=self.info)
+        self.stopping = threading.Event()
 
     def info(self) -> dict[str, Any]:
         return {
             "name": "localcf", "pid": os.getpid(), "state_dir": str(self.state.root),
             "api_url": self.controller.base_url,
-            "router_port": self.router.port if self.router else None,
-            "runtime": getattr(self.cell, "runtime_mode", None),
-            "runtime_notice": getattr(self.cell, "runtime_notice", None),
+            "router_port": self.router.port,
+            "runtime": self.cell.runtime_mode,
+            "runtime_notice": self.cell.runtime_notice,
         }
 
     def seed_buildpacks(self) -> None:
@@ -207,12 +199,10 @@ class Daemon:
         self.stager.resume_interrupted()
         self.seed_buildpacks()
         self.api.serve_in_thread()
-        if self.router:
-            self.router.serve_in_thread()
-        if self.cell:
-            self.cell.start()
+        self.router.serve_in_thread()
+        self.cell.start()
         ep = {"pid": os.getpid(), "api_port": self.api.server_address[1],
-              "router_port": self.router.port if self.router else None}
+              "router_port": self.router.port}
         tmp = self.state.endpoint_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(ep))
         tmp.replace(self.state.endpoint_file)
@@ -224,10 +214,8 @@ class Daemon:
         self.shutdown()
 
     def shutdown(self) -> None:
-        if self.cell:
-            self.cell.shutdown()
-        if self.router:
-            self.router.shutdown()
+        self.cell.shutdown()
+        self.router.shutdown()
         self.api.shutdown()
         ep = read_endpoint(self.state)
         if ep and ep.get("pid") == os.getpid():

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -35,27 +34,6 @@ DEFAULT_STAGING_ERROR = "StagingError - Staging error: staging failed"
 TaskRunner = Callable[[list[str], dict[str, str], dict[Path, str], str, Callable[[str, str], None]], int]
 
 
-def host_task_runner(argv: list[str], env: dict[str, str], binds: dict[Path, str], network: str,
-                     on_output: Callable[[str, str], None]) -> int:
-    """Run a staging task as a plain child process on the host (no container)."""
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-
-    def pump(pipe: Any, stream: str) -> None:
-        for raw in iter(pipe.readline, b""):
-            on_output(stream, raw.decode("utf-8", "replace").rstrip("\n"))
-        pipe.close()
-
-    threads = [threading.Thread(target=pump, args=(proc.stdout, "OUT"), daemon=True),
-               threading.Thread(target=pump, args=(proc.stderr, "ERR"), daemon=True)]
-    for t in threads:
-        t.start()
-    code = proc.wait()
-    for t in threads:
-        t.join()
-    return code if code >= 0 else 128 - code
-
-
 def human_size(n: int) -> str:
     for unit, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
         if n >= size:
@@ -77,11 +55,10 @@ def dir_size(path: Path) -> int:
 class Stager:
     """Runs builds, one thread each, streaming `[STG/0]` lines into the app's log."""
 
-    def __init__(self, controller: Controller, runner: TaskRunner | None = None,
-                 air_gapped: bool = False):
+    def __init__(self, controller: Controller, runner: TaskRunner, air_gapped: bool = False):
         self.c = controller
         self.state = controller.state
-        self.runner = runner or host_task_runner
+        self.runner = runner  # the cell's: staging tasks run in the container runtime
         self.air_gapped = air_gapped
         self._threads: dict[str, threading.Thread] = {}
         self._logs: dict[str, list[tuple[str, str]]] = {}  # build guid -> its staging lines so far
