@@ -5,6 +5,8 @@ under test is the check's own behaviour (a platform that never restarts a crashe
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -287,3 +289,45 @@ def test_snapshot_parsing_reads_proc_net_tcp_and_socket_owners() -> None:
         ("::", 8080, "::", 0, "LISTEN", 2),
         ("127.0.0.1", 8080, "127.0.0.1", 54321, "ESTABLISHED", None),
     ]
+
+
+# ------------------------------------------------------------- the private-port check, both ways
+
+def test_port_check_is_not_fooled_by_another_config_server_on_this_machine(target: LocalTarget, apps: Pusher,
+                                                                          sidecar_binary: Path, capsys) -> None:
+    if not isolated(target):
+        pytest.skip("needs container isolation: the process runtime shares the host's ports")
+    port = free_port()
+    name = apps.push(port=port)
+    impostor = subprocess.Popen([str(sidecar_binary)], env={"CONFIG_SERVER_PORT": str(port)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until = time.monotonic() + 10
+        while time.monotonic() < wait_until:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        capsys.readouterr()
+        result = checks.sidecar_port_private(target, name, port=port)
+        assert result.passed
+        assert "another program on this machine" in capsys.readouterr().out
+    finally:
+        impostor.terminate()
+        impostor.wait(10)
+
+
+def test_port_check_fails_when_the_sidecar_itself_answers_from_outside(tmp_path: Path, sidecar_binary: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # process mode puts the sidecar on this machine's network: exactly the leak the check must catch
+    monkeypatch.setenv("LOCALCF_RUNTIME", "process")
+    platform = LocalTarget(home=tmp_path / "lcf", echo=False)
+    try:
+        port = free_port()
+        name = Pusher(platform, sidecar_binary, tmp_path / "apps").push(port=port)
+        with pytest.raises(checks._Fail) as info:  # the check's body, without its isolation skip
+            checks.sidecar_port_private.__wrapped__(platform, name, port=port)
+        assert "logged the request" in info.value.seen
+    finally:
+        platform.stop()

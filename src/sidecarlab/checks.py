@@ -494,12 +494,18 @@ def sidecar_port_private(target: Target, app: str, port: int = 8082, path: str =
                          index: int = 0) -> str:
     """From outside, nothing answers on the sidecar's port; through an ssh tunnel, the sidecar does."""
     host = target.outside_host(app)
+    before = _config_requests_logged(target, app)
     reached = _http_via(host, port, path)
+    impostor = False
     if reached is not None and reached[0] == 200 and _json_or_none(reached[1]) == CONFIG:
-        fail(f"no answer on {host}:{port} from outside the container",
-             f"the sidecar answered on {host}:{port}: {reached[1].strip()!r}",
-             "The sidecar port should only exist inside the container. On localcf this means the "
-             "runtime is not isolating the network (see `localcf status`).")
+        # The same JSON could come from another config-server on this machine: only a request the
+        # sidecar itself logged proves that its port was reached from outside.
+        if _wait_for_more_config_requests(target, app, before):
+            fail(f"no answer on {host}:{port} from outside the container",
+                 f"the sidecar answered on {host}:{port} and logged the request: {reached[1].strip()!r}",
+                 "The sidecar port should only exist inside the container. On localcf this means the "
+                 "runtime is not isolating the network (see `localcf status`).")
+        impostor = True
     with target.tunnel(app, port, index=index) as local:
         tunnelled = _http_via("127.0.0.1", local, path)
     if tunnelled is None or tunnelled[0] != 200 or _json_or_none(tunnelled[1]) != CONFIG:
@@ -507,9 +513,32 @@ def sidecar_port_private(target: Target, app: str, port: int = 8082, path: str =
              "no answer" if tunnelled is None else f"HTTP {tunnelled[0]}: {_short(tunnelled[1])!r}",
              "The tunnel opened, but the sidecar did not answer through it: is it listening on "
              f"port {port} (the check above)?")
-    outside = "connection refused" if reached is None else f"HTTP {reached[0]} from something else"
+    if reached is None:
+        outside = "connection refused"
+    elif impostor:
+        outside = (f"an answer from another program on this machine (the sidecar logged no request; "
+                   f"something else listens on {host}:{port})")
+    else:
+        outside = f"HTTP {reached[0]} from something else"
     return (f"{host}:{port} from outside: {outside}; through `cf ssh -L {local}:localhost:{port}`: "
             f"the sidecar's JSON. Port {port} is private to the container")
+
+
+def _config_requests_logged(target: Target, app: str, sidecar: str = "config-server") -> int:
+    """How many `Received a request for config.` lines the sidecar has logged so far."""
+    source = f"APP/PROC/WEB/SIDECAR/{sidecar.upper()}"
+    return sum(1 for line in target.recent_logs(app)
+               if line.source == source and "Received a request for config." in line.message)
+
+
+def _wait_for_more_config_requests(target: Target, app: str, before: int, wait: float = 2.0) -> bool:
+    deadline = time.monotonic() + wait
+    while True:
+        if _config_requests_logged(target, app) > before:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
 
 
 def _json_or_none(text: str) -> Any:
