@@ -423,3 +423,17 @@ def test_start_stop_status_are_idempotent(tmp_path: Path) -> None:
     assert cf("stop").out.strip() == "localcf stopped"
     assert cf("stop").out.strip() == "localcf is not running"
     assert cf("status", check=False).code == 1
+
+
+def test_restage_makes_a_new_current_droplet(localcf: LocalCF, tmp_path: Path) -> None:
+    app = write_app(tmp_path, "restaged", "applications: [{name: restaged, no-route: true}]\n",
+                    {"Procfile": "web: python app.py\n", "requirements.txt": "", "app.py": "print(1)\n"})
+    localcf("push", "--no-start", cwd=app)
+    guid = localcf("app", "restaged", "--guid").out.strip()
+    first = json.loads(localcf("curl", f"/v3/apps/{guid}/droplets/current").out)["guid"]
+    out = localcf("restage", "restaged").out
+    assert "Staging app and tracing logs..." in out and "   Exit status 0" in out
+    second = json.loads(localcf("curl", f"/v3/apps/{guid}/droplets/current").out)["guid"]
+    assert second != first
+    droplets = json.loads(localcf("curl", f"/v3/apps/{guid}/droplets").out)["resources"]
+    assert {d["guid"] for d in droplets} >= {first, second}

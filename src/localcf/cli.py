@@ -125,6 +125,15 @@ def stop(app_name: str | None) -> None:
         click.echo("localcf is not running")
 
 
+def stage_newest_package(c: Client, app: dict[str, Any]) -> None:
+    """Stage the app's newest uploaded package and make the droplet current (start, restage)."""
+    ready = [p for p in c.get(f"/v3/apps/{app['guid']}/packages")["resources"] if p["state"] == "READY"]
+    if not ready:
+        raise CommandFailed(f"App '{app['name']}' has no uploaded package: push it first.")
+    build = stage_package(c, app, ready[-1]["guid"])
+    c.patch(f"/v3/apps/{app['guid']}/relationships/current_droplet", {"data": {"guid": build["droplet"]["guid"]}})
+
+
 def start_app(name: str) -> None:
     c = client()
     click.echo(f"Starting app {name} {WHERE}...")
@@ -136,12 +145,7 @@ def start_app(name: str) -> None:
         click.echo("OK")
         return
     if not app["relationships"]["current_droplet"]["data"]:
-        package = c.get(f"/v3/apps/{app['guid']}/packages")["resources"]
-        ready = [p for p in package if p["state"] == "READY"]
-        if not ready:
-            raise CommandFailed(f"App '{name}' has no uploaded package: push it first.")
-        build = stage_package(c, app, ready[-1]["guid"])
-        c.patch(f"/v3/apps/{app['guid']}/relationships/current_droplet", {"data": {"guid": build["droplet"]["guid"]}})
+        stage_newest_package(c, app)
     click.echo("")
     click.echo("Waiting for app to start...")
     click.echo("")
@@ -178,11 +182,7 @@ def restage(name: str, force: bool) -> None:
     click.echo(f"Restaging app {name} {WHERE}...")
     click.echo("")
     app = c.require_app(name)
-    ready = [p for p in c.get(f"/v3/apps/{app['guid']}/packages")["resources"] if p["state"] == "READY"]
-    if not ready:
-        raise CommandFailed(f"App '{name}' has no uploaded package: push it first.")
-    build = stage_package(c, app, ready[-1]["guid"])
-    c.patch(f"/v3/apps/{app['guid']}/relationships/current_droplet", {"data": {"guid": build["droplet"]["guid"]}})
+    stage_newest_package(c, app)
     if app["state"] == "STARTED":
         click.echo("")
         click.echo("Waiting for app to start...")
