@@ -269,22 +269,6 @@ def test_kernelspec_runs_this_python(tmp_path: Path) -> None:
     assert tutorial.ensure_kernel(tmp_path) == name
 
 
-def test_notebook_1_has_parameters_exercises_and_cleanup() -> None:
-    nb = nbformat.read(str(NOTEBOOK_1), as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert "parameters" in code[0].metadata.get("tags", [])
-    for name in ("target", "app_name", "config_server_port", "cf_api", "cf_org", "cf_space"):
-        assert f"\n{name} = " in "\n" + code[0].source, name
-    solutions = [i for i, c in enumerate(nb.cells) if "solution" in c.metadata.get("tags", [])]
-    assert len(solutions) >= 2
-    for i in solutions:
-        # The check after each solution stays in the learner copy and gives the feedback.
-        follower = nb.cells[i + 1]
-        assert "solution" not in follower.metadata.get("tags", []) and "checks." in follower.source
-    assert "%cf delete {app_name} -f -r" in code[-1].source
-    assert "%cf delete {app_name}" in code[2].source, "the notebook starts clean so it can be re-run"
-
-
 def test_learner_copy_drops_solutions_and_keeps_checks(tmp_path: Path) -> None:
     dest = tmp_path / "learner.ipynb"
     removed = tutorial.learner_copy(NOTEBOOK_1, dest)

@@ -69,6 +69,7 @@ from test_blobstore import blobstore_processes, wait_until_gone  # noqa: E402
 from conftest import free_port  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOK_1 = NOTEBOOKS / "01-push-app-with-sidecar.ipynb"
 NOTEBOOK_2 = NOTEBOOKS / "02-sidecar-from-buildpack.ipynb"
 NOTEBOOK_3 = NOTEBOOKS / "03-real-sidecar-from-buildpack.ipynb"
 # Each claim of TUTORIAL.md's Parts 2 and 3, plus the exercises' checks.
@@ -169,20 +170,25 @@ def test_part_3_rejects_bad_storage_parameters_before_anything_is_pushed(
     assert blobstore_processes(home / "blobstore") == []
 
 
-@pytest.mark.parametrize("path", [NOTEBOOK_2, NOTEBOOK_3])
-def test_parts_2_and_3_have_parameters_exercises_and_cleanup(path: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("path,params", [
+    (NOTEBOOK_1, ()),
+    (NOTEBOOK_2, ("buildpack_name",)),
+    (NOTEBOOK_3, ("buildpack_name",)),
+])
+def test_every_part_has_parameters_exercises_and_cleanup(path: Path, params: tuple[str, ...], tmp_path: Path) -> None:
     nb = nbformat.read(str(path), as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", [])
-    for name in ("target", "app_name", "config_server_port", "buildpack_name", "cf_api", "cf_org", "cf_space"):
+    for name in ("target", "app_name", "config_server_port", "cf_api", "cf_org", "cf_space", *params):
         assert f"\n{name} = " in "\n" + code[0].source, name
     solutions = [i for i, c in enumerate(nb.cells) if "solution" in c.metadata.get("tags", [])]
     assert len(solutions) >= 2
     for i in solutions:
+        # the check after each solution stays in the learner copy and gives the feedback
         follower = nb.cells[i + 1]
         assert "solution" not in follower.metadata.get("tags", []) and "checks." in follower.source
     assert "%cf delete {app_name} -f -r" in code[-1].source
-    assert any("%cf delete {app_name} -f -r" in c.source for c in code[1:5]), "starts clean, so it can be re-run"
+    assert any("%cf delete {app_name}" in c.source for c in code[1:5]), "starts clean, so it can be re-run"
     assert tutorial.learner_copy(path, tmp_path / path.name) == len(solutions)
 
 

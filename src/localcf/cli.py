@@ -134,6 +134,14 @@ def stage_newest_package(c: Client, app: dict[str, Any]) -> None:
     c.patch(f"/v3/apps/{app['guid']}/relationships/current_droplet", {"data": {"guid": build["droplet"]["guid"]}})
 
 
+def restart_and_wait(c: Client, app: dict[str, Any]) -> None:
+    click.echo("")
+    click.echo("Waiting for app to start...")
+    click.echo("")
+    c.post(f"/v3/apps/{app['guid']}/actions/restart")
+    wait_for_instances(c, app)
+
+
 def start_app(name: str) -> None:
     c = client()
     click.echo(f"Starting app {name} {WHERE}...")
@@ -164,11 +172,7 @@ def restart(name: str) -> None:
     app = c.require_app(name)
     click.echo("")
     click.echo("Stopping app...")
-    click.echo("")
-    click.echo("Waiting for app to start...")
-    click.echo("")
-    c.post(f"/v3/apps/{app['guid']}/actions/restart")
-    wait_for_instances(c, app)
+    restart_and_wait(c, app)
     print_app_summary(c, c.require_app(name))
 
 
@@ -184,11 +188,7 @@ def restage(name: str, force: bool) -> None:
     app = c.require_app(name)
     stage_newest_package(c, app)
     if app["state"] == "STARTED":
-        click.echo("")
-        click.echo("Waiting for app to start...")
-        click.echo("")
-        c.post(f"/v3/apps/{app['guid']}/actions/restart")
-        wait_for_instances(c, app)
+        restart_and_wait(c, app)
     print_app_summary(c, c.require_app(name))
 
 

@@ -631,14 +631,10 @@ def _recovered(target: Target, app: str, process_type: str, index: int, deadline
              f"The instance is RUNNING but the app cannot reach the sidecar: `cf logs {app} --recent`.")
 
 
-@check("kill -9 of {sidecar} crashes instance {index} of {app} (crash_count {crash_count}), and it comes "
-       "back RUNNING")
-def sidecar_crash_recovers(target: Target, app: str, sidecar: str = "config-server", exit_status: int = 137,
-                           crash_count: int = 1, process_type: str = "web", index: int = 0,
-                           deadline: float = DEFAULT_DEADLINE) -> tuple[str, Any]:
-    """After the sidecar was killed: an app.crash event names it, then the instance runs again."""
-    reason = f"APP/PROC/{process_type.upper()}/SIDECAR/{sidecar.upper()}: Exited with status {exit_status}"
 
+def _await_crash_event(target: Target, app: str, reason: str, index: int, deadline: float,
+                       what_to_run: str) -> list[Any]:
+    """The app.crash events of instance `index` with that exit description, polled until `deadline`."""
     def matching() -> list[Any]:
         return [e for e in _crash_events(target, app)
                 if e.data.get("exit_description") == reason and e.data.get("index", index) == index]
@@ -648,8 +644,21 @@ def sidecar_crash_recovers(target: Target, app: str, sidecar: str = "config-serv
         others = [e.data.get("exit_description") for e in _crash_events(target, app)]
         fail(f"an app.crash event with exit_description {reason!r}",
              f"crash events: {others}" if others else f"no app.crash event within {deadline:.0f}s",
-             f"Run the cell that kills the sidecar (`cf ssh {app} -c \"kill -9 $(pgrep {sidecar})\"`) "
-             f"first. `cf events {app}` lists what the platform recorded.")
+             f"{what_to_run} `cf events {app}` lists what the platform recorded.")
+    return events
+
+
+@check("kill -9 of {sidecar} crashes instance {index} of {app} (crash_count {crash_count}), and it comes "
+       "back RUNNING")
+def sidecar_crash_recovers(target: Target, app: str, sidecar: str = "config-server", exit_status: int = 137,
+                           crash_count: int = 1, process_type: str = "web", index: int = 0,
+                           deadline: float = DEFAULT_DEADLINE) -> tuple[str, Any]:
+    """After the sidecar was killed: an app.crash event names it, then the instance runs again."""
+    reason = f"APP/PROC/{process_type.upper()}/SIDECAR/{sidecar.upper()}: Exited with status {exit_status}"
+
+    events = _await_crash_event(target, app, reason, index, deadline,
+                                f"Run the cell that kills the sidecar (`cf ssh {app} -c \"kill -9 $(pgrep {sidecar})\"`) "
+                                f"first.")
     event = events[-1]
     if event.data.get("crash_count") != crash_count:
         fail(f"crash_count {crash_count}", f"crash_count {event.data.get('crash_count')}",
@@ -667,17 +676,9 @@ def codependent_crash(target: Target, app: str, sidecar: str = "config-server", 
     """A sidecar's clean exit still crashes the instance, and the app's process is stopped with it."""
     reason = "Codependent step exited"
 
-    def matching() -> list[Any]:
-        return [e for e in _crash_events(target, app)
-                if e.data.get("exit_description") == reason and e.data.get("index", index) == index]
-
-    events = _poll(deadline, matching)
-    if not events:
-        others = [e.data.get("exit_description") for e in _crash_events(target, app)]
-        fail(f"an app.crash event with exit_description {reason!r}",
-             f"crash events: {others}" if others else f"no app.crash event within {deadline:.0f}s",
-             f"Run the cell that stops the sidecar cleanly (`kill -TERM`; the config-server exits with "
-             f"status 0 on SIGTERM) first. `cf events {app}` lists what the platform recorded.")
+    events = _await_crash_event(target, app, reason, index, deadline,
+                                "Run the cell that stops the sidecar cleanly (`kill -TERM`; the config-server "
+                                "exits with status 0 on SIGTERM) first.")
     app_source = f"APP/PROC/{process_type.upper()}"
     sidecar_source = f"{app_source}/SIDECAR/{sidecar.upper()}"
 
