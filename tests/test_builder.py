@@ -252,6 +252,18 @@ def test_deps_idx_is_zero_padded_with_ten_or_more_buildpacks(stager: Stager) -> 
     assert (s.build_dir / "finalize-args").read_text().split()[-2] == "10"
 
 
+def test_deps_idx_width_counts_the_final_buildpack_too(stager: Stager) -> None:
+    """Nine supply buildpacks and a final one: ten in all, so CF pads DEPS_IDX to two digits (00..09)."""
+    supplier = TEST_BUILDPACKS / "supplier"
+    order = [(f"s{i}", supplier) for i in range(9)] + [("finalizer", TEST_BUILDPACKS / "finalizer")]
+    s = stager.stage(APPS / "plain-app", order)
+    assert s.returncode == 0, s.stderr
+    deps = s.work_dir / "deps"
+    assert sorted(p.name for p in deps.iterdir()) == [f"{i:02d}" for i in range(10)]
+    assert (deps / "08" / "supply-args").read_text().split()[-1] == "08"
+    assert (s.build_dir / "finalize-args").read_text().split()[-2] == "09"
+
+
 def test_caches_persist_between_stagings(stager: Stager) -> None:
     order = [("alpha", stager.buildpack("supplier", rename="alpha")),
              ("legacy", TEST_BUILDPACKS / "legacy")]
