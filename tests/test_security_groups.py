@@ -129,15 +129,18 @@ def sgcf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCF]:
     lcf("stop", check=False)
 
 
+DEFAULT_LISTING = (
+    "Getting security groups as admin...\n"
+    "\n"
+    "name              organization   space   lifecycle\n"
+    "public_networks   <all>          <all>   staging\n"
+    "public_networks   <all>          <all>   running\n"
+    "dns               <all>          <all>   staging\n"
+    "dns               <all>          <all>   running\n")
+
+
 def test_fresh_localcf_binds_the_usual_defaults(sgcf: LocalCF) -> None:
-    assert sgcf("security-groups").out == (
-        "Getting security groups as admin...\n"
-        "\n"
-        "name              organization   space   lifecycle\n"
-        "public_networks   <all>          <all>   staging\n"
-        "public_networks   <all>          <all>   running\n"
-        "dns               <all>          <all>   staging\n"
-        "dns               <all>          <all>   running\n")
+    assert sgcf("security-groups").out == DEFAULT_LISTING
     for lifecycle in ("staging", "running"):
         assert sgcf(f"{lifecycle}-security-groups").out == (
             f"Getting global {lifecycle} security groups as admin...\n\nname\npublic_networks\ndns\n")
@@ -261,14 +264,33 @@ def test_unbinding_an_unknown_group_warns_and_succeeds(sgcf: LocalCF, lifecycle:
     assert res.err == "Security group 'nope' not found.\n"
 
 
-def test_bind_and_unbind_running(sgcf: LocalCF) -> None:
-    assert sgcf("unbind-running-security-group", "dns").out == (
-        f"Unbinding security group dns from defaults for running as admin...\nOK\n{TIP}\n")
-    assert sgcf("running-security-groups").out.endswith("\nname\npublic_networks\n")
-    assert "dns               <all>          <all>   running" not in sgcf("security-groups").out
-    assert sgcf("bind-running-security-group", "dns").out == (
-        f"Binding security group dns to running as admin...\nOK\n{TIP}\n")
-    assert sgcf("running-security-groups").out.endswith("\nname\npublic_networks\ndns\n")
+@pytest.mark.parametrize("lifecycle", ["running", "staging"])
+def test_bind_and_unbind(sgcf: LocalCF, lifecycle: str) -> None:
+    assert sgcf(f"unbind-{lifecycle}-security-group", "dns").out == (
+        f"Unbinding security group dns from defaults for {lifecycle} as admin...\nOK\n{TIP}\n")
+    assert sgcf(f"{lifecycle}-security-groups").out.endswith("\nname\npublic_networks\n")
+    listed = sgcf("security-groups").out
+    assert f"dns               <all>          <all>   {lifecycle}" not in listed
+    assert "public_networks   <all>          <all>   staging\npublic_networks   <all>          <all>   running" in listed
+    assert sgcf(f"bind-{lifecycle}-security-group", "dns").out == (
+        f"Binding security group dns to {lifecycle} as admin...\nOK\n{TIP}\n")
+    assert sgcf(f"{lifecycle}-security-groups").out.endswith("\nname\npublic_networks\ndns\n")
+    assert sgcf("security-groups").out == DEFAULT_LISTING
+
+
+def test_deleted_defaults_stay_deleted(tmp_path: Path) -> None:
+    lcf = LocalCF(tmp_path / "home")
+    try:
+        for name in ("public_networks", "dns"):
+            lcf("delete-security-group", name, "-f")
+        lcf("stop")
+        assert lcf("security-groups").out == "Getting security groups as admin...\n\nNo security groups found.\n"
+        for lifecycle in ("staging", "running"):
+            assert lcf(f"{lifecycle}-security-groups").out == (
+                f"Getting global {lifecycle} security groups as admin...\n\n"
+                f"No global {lifecycle} security groups found.\n")
+    finally:
+        lcf("stop", check=False)
 
 
 def test_v3_security_groups_shape(sgcf: LocalCF) -> None:
