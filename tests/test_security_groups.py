@@ -317,6 +317,17 @@ def test_v3_security_groups_shape(sgcf: LocalCF) -> None:
         c.post("/v3/security_groups", {"name": "x", "rules": [{"protocol": "tcp", "destination": "1.1.1.1"}]})
     assert (bad.value.status, bad.value.title) == (422, "CF-UnprocessableEntity")
     assert bad.value.detail.startswith("Rules[0]: ports are required for protocols of type TCP and UDP")
+    empty = c.post("/v3/security_groups", {"name": "with-empty-relationships",
+                                           "relationships": {"staging_spaces": {"data": []}}})
+    c.delete(f"/v3/security_groups/{empty['guid']}")
+    with pytest.raises(ClientError) as spaces:
+        c.post("/v3/security_groups", {"name": "space-bound",
+                                       "relationships": {"staging_spaces": {"data": [{"guid": "x"}]}}})
+    assert spaces.value.detail == ("localcf binds security groups globally only (globally_enabled.running, "
+                                   "globally_enabled.staging), not to spaces")
+    with pytest.raises(ClientError) as unknown:
+        c.patch(f"/v3/security_groups/{dns['guid']}", {"relationships": {}, "colour": "blue"})
+    assert unknown.value.detail == "Unknown field(s): 'relationships', 'colour'"
     with pytest.raises(ClientError) as missing:
         c.get(f"/v3/security_groups/{made['guid']}")
     assert (missing.value.status, missing.value.detail) == (404, "Security group not found")

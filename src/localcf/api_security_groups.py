@@ -26,7 +26,8 @@ from .security_groups import (
     for_store,
 )
 
-ALLOWED_KEYS = ("name", "rules", "globally_enabled")
+CREATE_KEYS = ("name", "rules", "globally_enabled", "relationships")
+UPDATE_KEYS = ("name", "rules", "globally_enabled")
 
 
 def _controller(req: Request) -> Controller:
@@ -53,12 +54,17 @@ def _api_error(e: SecurityGroupError) -> ApiError:
     return unprocessable(e.detail)
 
 
-def _body(req: Request) -> tuple[dict[str, Any], dict[str, bool]]:
+def _body(req: Request, allowed: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, bool]]:
     """The request body, checked as Cloud Controller checks it; and its `globally_enabled` part."""
     body = req.json()
-    unknown = [k for k in body if k not in ALLOWED_KEYS]
+    unknown = [k for k in body if k not in allowed]
     if unknown:
         raise unprocessable("Unknown field(s): " + ", ".join(f"'{k}'" for k in unknown))
+    relationships = body.get("relationships") or {}
+    if not isinstance(relationships, dict) or any(
+            (rel or {}).get("data") for rel in relationships.values() if isinstance(rel, dict)):
+        raise unprocessable("localcf binds security groups globally only (globally_enabled.running, "
+                            "globally_enabled.staging), not to spaces")
     enabled = body.get("globally_enabled")
     if enabled is None:
         return body, {}
@@ -101,7 +107,7 @@ def list_security_groups(req: Request) -> Any:
 @route("POST", "/v3/security_groups")
 def create_security_group(req: Request) -> Any:
     c = _controller(req)
-    body, enabled = _body(req)
+    body, enabled = _body(req, CREATE_KEYS)
     try:
         g = _groups(req).create(body.get("name"), body.get("rules"), running=enabled.get("running", False),
                                 staging=enabled.get("staging", False))
@@ -120,7 +126,7 @@ def get_security_group(req: Request, guid: str) -> Any:
 
 @route("PATCH", f"/v3/security_groups/{GUID}")
 def patch_security_group(req: Request, guid: str) -> Any:
-    body, enabled = _body(req)
+    body, enabled = _body(req, UPDATE_KEYS)
     try:
         g = _groups(req).update(guid, name=body.get("name"), rules=body.get("rules"),
                                 running=enabled.get("running"), staging=enabled.get("staging"))
