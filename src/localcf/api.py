@@ -726,3 +726,7 @@ class ApiServer(ThreadingHTTPServer):
         t = threading.Thread(target=self.serve_forever, name="api", daemon=True)
         t.start()
         return t
+
+
+# resources kept in modules of their own register their routes when imported
+from . import api_security_groups  # noqa: E402,F401

@@ -1050,5 +1050,8 @@ def logs(name: str, recent: bool) -> None:
         pass
 
 
+# verbs kept in modules of their own register themselves on `main` when imported
+from . import cli_security_groups  # noqa: E402,F401
+
 if __name__ == "__main__":
     main()

@@ -138,6 +138,7 @@ class Daemon:
         from .controller import Controller
         from .logstream import LogStream
         from .router import Router
+        from .security_groups import staging_task_runner
         from .stager import Stager
         from .store import Store
 
@@ -153,8 +154,9 @@ class Daemon:
         # the cell runs instances and staging tasks in the container runtime; the router fronts it
         self.cell = Cell(self.controller)
         self.controller.cell = self.cell
-        self.stager = Stager(self.controller, self.cell.task_runner,
-                             air_gapped=os.environ.get("LOCALCF_STAGING_NETWORK") == "none")
+        # staging egress follows the staging security groups, decided afresh for every staging task
+        self.stager = Stager(self.controller, staging_task_runner(
+            self.store, self.cell.task_runner, self.cell.runtime_mode))
         self.controller.stager = self.stager
         self.router = Router(self.cell, self.logs.emit, log_batch=self.logs.emit_many)
         self.api = ApiServer(self.controller, self.state.token(), info=self.info)

@@ -96,6 +96,11 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """One SQL statement under the store's lock, for rooms that keep tables of their own."""
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
     @staticmethod
     def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
         if row is None:
