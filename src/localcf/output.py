@@ -6,8 +6,12 @@ modules print what these return, so every table and block of the CLI is aligned 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .actions import AppSummary
 
 COLUMN_GAP = "   "
 """The cf CLI separates table columns by three spaces."""
@@ -82,3 +86,55 @@ def event_time(ts: str) -> str:
 def since(uptime_seconds: float, now: float) -> str:
     """The `since` column of `cf app`: when an instance with that uptime started, in UTC."""
     return datetime.fromtimestamp(now - uptime_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def app_summary(summary: AppSummary) -> str:
+    """The block `cf app` (and the end of `cf push`, `cf start`, ...) prints about an app."""
+    app, droplet = summary.app, summary.droplet
+    lines = [key_values([
+        ("name:", app["name"]), ("requested state:", app["state"].lower()),
+        ("routes:", ", ".join(summary.routes)),
+        ("last uploaded:", local_date(droplet["created_at"]) if droplet else ""),
+        ("stack:", droplet["stack"] if droplet else ""),
+    ]), "buildpacks:"]
+    if droplet and droplet["buildpacks"]:
+        rows: list[list[str]] = [["name", "version", "detect output", "buildpack name"]]
+        for b in droplet["buildpacks"]:
+            rows.append([b.get("name") or "", b.get("version") or "", b.get("detect_output") or "",
+                         b.get("buildpack_name") or ""])
+        lines.append(indent(table(rows), "\t"))
+    for view in summary.processes:
+        proc = view.process
+        lines.append("")
+        lines.append(key_values([
+            ("type:", proc["type"]), ("sidecars:", ", ".join(view.sidecars)),
+            ("instances:", f"{view.running}/{proc['instances']}"),
+            ("memory usage:", megabytes(proc["memory_in_mb"])), ("start command:", proc["command"] or ""),
+        ]))
+        if not view.stats:
+            lines.append("There are no running instances of this process.")
+            continue
+        inst: list[list[str]] = [["", "state", "since", "cpu", "memory", "disk", "details"]]
+        for s in view.stats:
+            started = ""
+            if s.get("uptime") is not None and s["state"] == "RUNNING":
+                started = since(s["uptime"], summary.now)
+            u = s.get("usage") or {}
+            inst.append([f"#{s['index']}", s["state"].lower(), started,
+                         f"{(u.get('cpu') or 0) * 100:.1f}%",
+                         f"{human_bytes(u.get('mem'))} of {megabytes(proc['memory_in_mb'])}",
+                         f"{human_bytes(u.get('disk'))} of {megabytes(proc['disk_in_mb'])}", s.get("details") or ""])
+        lines.append(table(inst))
+    return "\n".join(lines)
+
+
+def log_line(envelope: dict[str, Any]) -> str:
+    """A log envelope as the cf CLI v7/v8 prints it (one line per line of the message)::
+
+        2019-05-18T02:53:35.00+0000 [APP/PROC/WEB/0] OUT message
+
+    with three spaces before it and the time in local time, centiseconds."""
+    ts = datetime.fromtimestamp(envelope["timestamp"] / 1e9).astimezone()
+    stamp = ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 10000:02d}" + ts.strftime("%z")
+    header = f"   {stamp} [{envelope['source_type']}/{envelope['instance']}] {envelope['stream']} "
+    return "\n".join(header + part for part in envelope["message"].split("\n"))

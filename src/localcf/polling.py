@@ -14,7 +14,8 @@ for a start, say). When the deadline passes, `poll_until` raises `on_timeout()` 
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 

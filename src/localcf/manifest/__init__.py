@@ -18,8 +18,9 @@ can tell), and `Manifest.error()` builds a `ManifestError` for them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .model import (
     BAD_HEALTH_CHECK_TYPE,

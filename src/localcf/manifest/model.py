@@ -14,9 +14,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..constants import HOST_MAX_LENGTH
 
@@ -67,7 +68,7 @@ class ManifestError(ValueError):
         *,
         column: int | None = None,
         hint: str | None = None,
-        more: Sequence["ManifestError"] = (),
+        more: Sequence[ManifestError] = (),
     ):
         self.message = message
         self.file = file
@@ -97,7 +98,7 @@ class ManifestError(ValueError):
                 "more": [p.to_dict() for p in self.more]}
 
     @property
-    def problems(self) -> list["ManifestError"]:
+    def problems(self) -> list[ManifestError]:
         """This problem and every further one."""
         return [self, *self.more]
 
@@ -292,7 +293,7 @@ class AppManifest:
 
     # -- cf push flags
 
-    def with_overrides(self, **flags: Any) -> "AppManifest":
+    def with_overrides(self, **flags: Any) -> AppManifest:
         """A copy with `cf push` flags applied, as the CLI merges them into the manifest.
 
         Flags: name, path, buildpacks (list), stack, command, memory, disk_quota (str like `1G`
@@ -315,10 +316,11 @@ class AppManifest:
             elif key == "buildpacks":
                 value = [value] if isinstance(value, str) else value
                 value = [] if list(value) in (["default"], ["null"]) else [str(b) for b in value]
-            elif key in ("instances", "timeout"):
-                if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "instances" else 1):
-                    raise ManifestError(f"{show_value(value)} is not a valid number", field=flag,
-                                        hint="give a whole number" + (" of 0 or more" if key == "instances" else " of seconds, 1 or more"))
+            elif key in ("instances", "timeout") and (
+                isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "instances" else 1)
+            ):
+                raise ManifestError(f"{show_value(value)} is not a valid number", field=flag,
+                                    hint="give a whole number" + (" of 0 or more" if key == "instances" else " of seconds, 1 or more"))
             setattr(app, key, value)
             # The flags are the web process's: they beat a `processes:` web entry too.
             web = app.process("web")
@@ -343,7 +345,7 @@ class AppManifest:
         return dict(to_wire(self))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "AppManifest":
+    def from_dict(cls, data: Mapping[str, Any]) -> AppManifest:
         """The inverse of `to_dict` (`wire.from_wire`; missing keys take their defaults)."""
         from .wire import from_wire
 

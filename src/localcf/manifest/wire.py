@@ -13,8 +13,9 @@ not give it), so that applying changes only what the manifest names.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, TypedDict
+from typing import Any, TypedDict
 
 from .model import AppManifest, ProcessSpec, RouteSpec, SidecarSpec, known_fields
 

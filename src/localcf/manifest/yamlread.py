@@ -11,8 +11,9 @@ and warnings found so far. Validation (`validation`) goes on filling the same `F
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -156,6 +157,7 @@ class _Walker:
                 return None
         if isinstance(node, SequenceNode):
             return [self.value(item, path + (index,)) for index, item in enumerate(node.value)]
+        assert isinstance(node, MappingNode)  # compose makes scalars, sequences and mappings only
         return self.mapping(node, path)
 
     def mapping(self, node: MappingNode, path: tuple) -> dict:
@@ -233,6 +235,7 @@ class _Walker:
         if isinstance(value, str):
             return self.scalar_node(value, like)
         node = yaml.compose(yaml.safe_dump(value), Loader=yaml.SafeLoader)
+        assert node is not None  # safe_dump of a value is never an empty document
         _move_marks(node, like)
         return node
 
