@@ -22,12 +22,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..constants import DEFAULT_DISK_MB, DEFAULT_MEMORY_MB
 from .model import (
     BAD_HEALTH_CHECK_TYPE,
     BAD_ROUTE,
     BUILDPACK_AND_BUILDPACKS,
-    DEFAULT_DISK_MB,
-    DEFAULT_MEMORY_MB,
     DEFAULT_ROUTE_BAD_HOST,
     DEFAULT_ROUTE_TOO_LONG,
     DUPLICATE_PROCESS,

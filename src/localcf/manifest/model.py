@@ -21,8 +21,6 @@ from typing import Any
 
 from ..constants import HOST_MAX_LENGTH
 
-DEFAULT_MEMORY_MB = 1024
-DEFAULT_DISK_MB = 1024
 HEALTH_CHECK_TYPES = ("port", "process", "http")
 ROUTE_PROTOCOLS = ("http1", "http2", "tcp")
 MEMORY_FORMS = "256M, 1G, 512MB or 1024 (a bare number is megabytes)"
