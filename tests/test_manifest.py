@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -381,3 +382,36 @@ def test_from_dict_tolerates_missing_keys():
 def test_route_spec_parts():
     route = RouteSpec(route="*.apps.localcf.dev:1024/x/y")
     assert (route.host, route.port, route.path) == ("*.apps.localcf.dev", 1024, "/x/y")
+
+
+BAD_HOST = ('Failed to create default route from app name: Host must be either "*" or contain only '
+            'alphanumeric characters, "_", or "-"')
+
+
+def test_default_route_host_rules() -> None:
+    assert mf.default_route_host("Sidecar_App-2") == "sidecar_app-2"
+    for bad in ("", "a.b", "a/b", "é", "a b", "a\u0663"):  # \u0663: an Arabic-Indic digit, not ASCII
+        with pytest.raises(mf.ManifestError) as e:
+            mf.default_route_host(bad)
+        assert e.value.message == BAD_HOST
+    assert mf.default_route_host("a" * 63) == "a" * 63
+    with pytest.raises(mf.ManifestError, match="cannot exceed 63"):
+        mf.default_route_host("a" * 64)
+
+
+def test_wire_shape_is_the_typed_dict_and_round_trips() -> None:
+    m = mf.loads(textwrap.dedent("""\
+        applications:
+        - name: w
+          memory: 256M
+          env: {A: 1}
+          processes: [{type: worker, instances: 2}]
+          sidecars: [{name: s, command: ./s, process_types: [web], memory: 16M}]
+          routes: [{route: w.apps.localhost}]
+        """), check_paths=False)
+    wire = mf.to_wire(m.apps[0])
+    assert list(wire) == list(mf.AppWire.__annotations__)
+    assert json.loads(json.dumps(mf.manifest_to_wire(m.apps))) == {"applications": [wire]}
+    assert mf.from_wire(json.loads(json.dumps(wire))) == m.apps[0]
+    assert mf.manifest_from_wire({"applications": [wire]}) == m.apps
+    assert m.apps[0].to_dict() == wire and mf.AppManifest.from_dict(wire) == m.apps[0]

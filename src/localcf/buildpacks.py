@@ -81,21 +81,32 @@ def buildpack_root(directory: Path, source: str | None = None) -> Path:
         f"malformed buildpack does not contain a /bin dir: {source or directory}")
 
 
-def extract_zip(zip_path: Path, dest: Path) -> None:
-    """Extract a buildpack zip into `dest`, refusing entries that would escape it."""
+def extract_zip(zip_path: Path, dest: Path, *, kind: str = "buildpack", links_may_leave: bool = False) -> None:
+    """Extract a zip into `dest`, refusing entries that would escape it.
+
+    `kind` names the zip in refusals ("buildpack", "app package"). With `links_may_leave` (app
+    packages: the cf CLI packages a symlink as a link, wherever it points), a symlink may point
+    outside `dest` and is made as it is; nothing is ever written *through* one, all the same."""
     label = str(zip_path)
     dest_real = Path(os.path.realpath(dest))
     try:
         zf = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise BuildpackError(f"cannot read buildpack zip {label}: {e}") from None
+        raise BuildpackError(f"cannot read {kind} zip {label}: {e}") from None
     with zf:
         entries = [(info, _link_target(zf, info)) for info in zf.infolist()]
         for info, link in entries:  # all checked before anything is written
-            _check_entry(info.filename, link, label)
+            _check_entry(info.filename, None if links_may_leave else link, label, kind)
         for info, link in entries:
-            _extract_entry(zf, info, link, dest, dest_real, label)
-    _check_symlinks(dest, dest_real, label)
+            _extract_entry(zf, info, link, dest, dest_real, label, kind, links_may_leave)
+    if not links_may_leave:
+        _check_symlinks(dest, dest_real, label, kind)
+
+
+def extract_app_package(zip_path: Path, dest: Path) -> None:
+    """Extract an app package (what `cf push` uploaded) into `dest`: symlinks as they were
+    packaged, every other entry inside `dest`."""
+    extract_zip(zip_path, dest, kind="app package", links_may_leave=True)
 
 
 def zip_dir(directory: Path, zip_path: Path) -> Path:
@@ -198,24 +209,30 @@ def _link_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str | None:
     return zf.read(info).decode("utf-8", errors="replace")
 
 
-def _refuse(label: str, name: str, why: str) -> BuildpackError:
-    return BuildpackError(f"refusing to extract buildpack zip {label}: entry {name!r} {why}; "
-                          "a buildpack zip may only hold paths inside the buildpack")
+def _refuse(label: str, name: str, why: str, kind: str = "buildpack") -> BuildpackError:
+    return BuildpackError(f"refusing to extract {kind} zip {label}: entry {name!r} {why}; "
+                          f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} zip may only hold paths inside the "
+                          f"{_tree(kind)}")
 
 
-def _check_entry(name: str, link: str | None, label: str) -> None:
+def _tree(kind: str) -> str:
+    return "app" if kind == "app package" else kind
+
+
+def _check_entry(name: str, link: str | None, label: str, kind: str = "buildpack") -> None:
+    tree = _tree(kind)
     if "\x00" in name or not name.strip("/"):
-        raise _refuse(label, name, "has an invalid name")
+        raise _refuse(label, name, "has an invalid name", kind)
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        raise _refuse(label, name, "has an absolute path")
+        raise _refuse(label, name, "has an absolute path", kind)
     if ".." in re.split(r"[/\\]", name):
-        raise _refuse(label, name, "climbs out of the buildpack with '..'")
+        raise _refuse(label, name, f"climbs out of the {tree} with '..'", kind)
     if link is not None:
         if link.startswith("/") or not link:
-            raise _refuse(label, name, f"is a symlink to {link!r}, outside the buildpack")
+            raise _refuse(label, name, f"is a symlink to {link!r}, outside the {tree}", kind)
         resolved = os.path.normpath(os.path.join(os.path.dirname(name.rstrip("/")), link))
         if resolved == ".." or resolved.startswith("../"):
-            raise _refuse(label, name, f"is a symlink to {link!r}, outside the buildpack")
+            raise _refuse(label, name, f"is a symlink to {link!r}, outside the {tree}", kind)
 
 
 def _inside(path: str, root: Path) -> bool:
@@ -223,30 +240,29 @@ def _inside(path: str, root: Path) -> bool:
 
 
 def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, link: str | None, dest: Path,
-                   dest_real: Path, label: str) -> None:
+                   dest_real: Path, label: str, kind: str = "buildpack", links_may_leave: bool = False) -> None:
     name = info.filename.rstrip("/")
     target = dest / name
+    tree = _tree(kind)
     # Resolve again with what is on disk now: a parent may be a symlink extracted earlier.
     parent_real = os.path.realpath(target.parent)
     if not _inside(parent_real, dest_real):
-        raise _refuse(label, info.filename, "would be written outside the buildpack "
-                      "(through a symlink)")
+        raise _refuse(label, info.filename, f"would be written outside the {tree} (through a symlink)", kind)
     mode = _mode(info) & 0o777
     if info.is_dir():
         if not _inside(os.path.realpath(target), dest_real):
-            raise _refuse(label, info.filename, "would be written outside the buildpack "
-                          "(through a symlink)")
+            raise _refuse(label, info.filename, f"would be written outside the {tree} (through a symlink)", kind)
         os.makedirs(target, exist_ok=True)
         os.chmod(target, (mode or 0o755) | 0o700)
         return
     os.makedirs(target.parent, exist_ok=True)
     if link is not None:
-        if not _inside(os.path.realpath(os.path.join(parent_real, link)), dest_real):
-            raise _refuse(label, info.filename, f"is a symlink to {link!r}, outside the buildpack")
+        if not links_may_leave and not _inside(os.path.realpath(os.path.join(parent_real, link)), dest_real):
+            raise _refuse(label, info.filename, f"is a symlink to {link!r}, outside the {tree}", kind)
         try:
             os.symlink(link, target)
         except FileExistsError:
-            raise _refuse(label, info.filename, "appears twice") from None
+            raise _refuse(label, info.filename, "appears twice", kind) from None
         return
     if not mode:
         # Zips made without Unix modes (e.g. on Windows): scripts in bin/ must still run.
@@ -254,13 +270,13 @@ def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, link: str | None,
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
-        raise _refuse(label, info.filename, "appears twice") from None
+        raise _refuse(label, info.filename, "appears twice", kind) from None
     with os.fdopen(fd, "wb") as out, zf.open(info) as src:
         shutil.copyfileobj(src, out, 1 << 16)
         os.fchmod(out.fileno(), mode)
 
 
-def _check_symlinks(dest: Path, dest_real: Path, label: str) -> None:
+def _check_symlinks(dest: Path, dest_real: Path, label: str, kind: str = "buildpack") -> None:
     # A chain of links, each inside when made, can point outside once all exist.
     for root, dirs, files in os.walk(dest):
         for name in dirs + files:
@@ -268,7 +284,7 @@ def _check_symlinks(dest: Path, dest_real: Path, label: str) -> None:
             if os.path.islink(path) and not _inside(os.path.realpath(path), dest_real):
                 rel = os.path.relpath(path, dest)
                 raise _refuse(label, rel, f"is a symlink to {os.readlink(path)!r}, which "
-                              "leads outside the buildpack")
+                              f"leads outside the {_tree(kind)}", kind)
 
 
 def _add_to_zip(zf: zipfile.ZipFile, path: Path, arcname: str) -> None:

@@ -440,7 +440,14 @@ class Controller:
     def _apply_app(self, am: Any) -> dict[str, Any]:
         spec = am.to_dict()
         with self._lock:
-            app = self.app_by_name(spec["name"]) or self.create_app(spec["name"])
+            known = self.app_by_name(spec["name"])
+            host = None
+            if not spec.get("no_route") and not spec.get("routes") and not (known and self.routes(known["guid"])):
+                try:  # before anything is written: a name that cannot be a host fails the whole apply
+                    host = manifest_mod.default_route_host(spec["name"])
+                except manifest_mod.ManifestError as e:
+                    raise unprocessable(f"For application '{spec['name']}': {e.message}") from None
+            app = known or self.create_app(spec["name"])
             bps = spec.get("buildpacks")
             for bp in bps or []:
                 self.check_buildpack(bp)
@@ -502,8 +509,7 @@ class Controller:
             elif spec.get("routes"):
                 for r in spec["routes"]:
                     self.add_route(app["guid"], r["route"] if isinstance(r, dict) else r)
-            elif not self.routes(app["guid"]):
-                host = spec["name"].lower().replace("_", "-").replace(" ", "-")
+            elif host is not None:
                 if spec.get("random_route"):
                     host += "-" + _random_words()
                 self.add_route(app["guid"], f"{host}.{DEFAULT_DOMAIN}")

@@ -202,7 +202,7 @@ class Stager:
         path = self.c.package_path(pkg)
         stg("Downloading app package...")
         app_dir.mkdir(parents=True)
-        bp_fetch.extract_zip(path, app_dir)
+        bp_fetch.extract_app_package(path, app_dir)
         stg(f"Downloaded app package ({human_size(path.stat().st_size)})")
 
     def staging_env(self, app: dict[str, Any]) -> dict[str, str]:

@@ -16,9 +16,10 @@ from typing import Any
 
 import click
 
-from .cli import USER, CommandFailed, client, fail_on_client_errors, main, table
-from .client import Client, ClientError
-from .security_groups import RUNNING, STAGING, display_rule
+from ..output import table
+from .base import USER, CommandFailed, client, fail_on_client_errors, main
+from ..client import Client, ClientError
+from ..security_group_rules import RUNNING, STAGING, display_rule
 
 TIP_DYNAMIC = ("TIP: If Dynamic ASG's are enabled, changes will automatically apply for running and staging "
                "applications. Otherwise, changes will require an app restart (for running) or restage (for "
