@@ -18,8 +18,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
+from common import Platform, median, record
 
-from common import ROOT, Platform, median, record
 from sidecarlab import packager, sidecar, tutorial
 
 RUNS = 3

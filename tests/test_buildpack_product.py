@@ -10,17 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
-
 from conftest import LocalCF, Result
-from sidecarlab import blobstore, checks, packager, tutorial
-from sidecarlab.targets import LocalTarget
 from test_packager import VERSION, DependencyServer, archive_name, binary, dep_server, make_work_copy  # noqa: F401
 from test_platform_runtime import namespaces_available
+
+from sidecarlab import blobstore, checks, packager, tutorial
+from sidecarlab.targets import LocalTarget
 
 STACK = "cflinuxfs4"
 USER_SIDECAR = {"name": "config-server", "process_types": ["web"], "command": "config-server"}

@@ -10,17 +10,17 @@ import subprocess
 import tarfile
 import threading
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
-
 from conftest import BIN, ROOT
-from sidecarlab import blobstore, packager, sidecar
 from test_blobstore import wait_until_gone
+
+from sidecarlab import blobstore, packager, sidecar
 
 VERSION = "0.0.1"
 
@@ -41,7 +41,7 @@ class DependencyServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 server.requests.append(self.path)
                 path = server.directory / self.path.lstrip("/")
                 if not path.is_file():
@@ -105,7 +105,8 @@ def work(tmp_path: Path, dep_server: DependencyServer, archive_name: str) -> Pat
 
 
 def sidecarlab(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "sidecarlab"), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run([str(BIN / "sidecarlab"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, check=False)
 
 
 def zipped_manifest(zip_path: Path) -> dict:

@@ -203,8 +203,8 @@ def buildpack_copy(dest: Path) -> None:
               help="Where the zip goes (default: the buildpack directory).")
 @click.option("--goarch", default=None, help="CPU bin/supply is compiled for (default: this machine's; "
               "amd64 for most real foundations).")
-def buildpack_package(cached: bool, stack: str, any_stack: bool, version: Optional[str], cachedir: Optional[Path],
-                      buildpack_dir: Path, out_dir: Optional[Path], goarch: Optional[str]) -> None:
+def buildpack_package(cached: bool, stack: str, any_stack: bool, version: str | None, cachedir: Path | None,
+                      buildpack_dir: Path, out_dir: Path | None, goarch: str | None) -> None:
     """Package the buildpack as a zip, as buildpack-packager's `build` does."""
     from . import packager
 

@@ -267,7 +267,7 @@ def _pre_package(work: Path, command: str, goarch: str | None) -> None:
     if argv and not os.path.isabs(argv[0]) and (work / argv[0]).exists():
         argv[0] = str(work / argv[0])
     try:
-        proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True)
+        proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, check=False)
     except OSError as exc:
         raise PackagerError(f"pre_package `{command}` could not run: {exc}") from None
     if proc.returncode != 0:
