@@ -168,14 +168,17 @@ def test_uncached_buildpack_fails_air_gapped_with_the_url_and_reason(offline: Pl
 
 
 def test_uncached_buildpack_downloads_online_and_the_sidecar_comes_from_launch_yml(online: Platform,
-                                                                                   uncached_zip: Path,
-                                                                                   zips: Zips) -> None:
+                                                                                   uncached_zip: Path, zips: Zips,
+                                                                                   binary: Path) -> None:  # noqa: F811
     before = len(zips.server.requests)
     name, pushed = online.push(online.install(uncached_zip))
     assert pushed.code == 0, pushed.text
     assert f"       Download [{zips.url}]" in pushed.out
     assert len(zips.server.requests) == before + 1
     checks.config_from_sidecar(online.target, name)
+    installed = checks.droplet_holds(online.target, name, "deps/0/bin/config-server",
+                                     sha256=blobstore.sha256_of(binary)).data
+    assert installed.size == binary.stat().st_size
     assert checks.sidecar_registered(online.target, name, origin="buildpack").data["origin"] == "buildpack"
     (sidecar,) = online.sidecars(name)
     assert sidecar["origin"] == "buildpack" and sidecar["name"] == "config-server"

@@ -6,6 +6,7 @@ the Go tests of bin/supply. The dependency is served by a local HTTP server that
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import tarfile
 import threading
@@ -315,3 +316,25 @@ def test_record_upload_refuses_a_manifest_without_the_dependency(work: Path) -> 
     (work / "manifest.yml").write_text(yaml.safe_dump(manifest))
     with pytest.raises(packager.PackagerError, match="has no dependency named config-server"):
         packager.record_upload(work, "http://x/y.tgz", "a" * 64, VERSION, log=None)
+
+
+def test_record_upload_updates_the_default_entry_and_keeps_the_others(work: Path) -> None:
+    before = packager.load_manifest(work)["dependencies"]
+    packager.record_upload(work, "http://store.example/config-server-v0.0.2.tgz", "c" * 64, "0.0.2", log=None)
+    manifest = packager.load_manifest(work)
+    assert manifest["default_versions"] == [{"name": "config-server", "version": "0.0.2"}]
+    first, second = manifest["dependencies"]
+    assert (first["version"], first["uri"], first["sha256"]) == ("0.0.2", "http://store.example/config-server-v0.0.2.tgz",
+                                                                 "c" * 64)
+    assert first["cf_stacks"] == ["cflinuxfs4"] and second == before[1]
+
+
+def test_copy_command_makes_a_work_copy_without_zips(tmp_path: Path) -> None:
+    dest = tmp_path / "work" / "buildpack"
+    proc = sidecarlab("buildpack", "copy", str(dest), cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"copied the buildpack to {dest}"
+    assert (dest / "manifest.yml").read_bytes() == (ROOT / "buildpack" / "manifest.yml").read_bytes()
+    assert os.access(dest / "bin" / "detect", os.X_OK) and not list(dest.glob("*.zip"))
+    refused = sidecarlab("buildpack", "copy", str(ROOT / "buildpack"), cwd=tmp_path)
+    assert refused.returncode == 1 and "is the buildpack itself" in refused.stderr
+    assert (ROOT / "buildpack" / "manifest.yml").is_file()

@@ -389,11 +389,14 @@ def record_upload(buildpack_dir: Path, uri: str, sha256: str, version: str, *, n
     if not entries:
         raise PackagerError(f"{buildpack_dir / 'manifest.yml'} has no dependency named {name}: add one under "
                             "dependencies (name, version, uri, sha256, cf_stacks).")
-    entry = entries[0]
+    # The entry of the default version (the one staging installs), else the first of that name.
+    defaults = [d for d in manifest["default_versions"] if d["name"] == name]
+    entry = next((d for d in entries if defaults and d["version"] == defaults[0]["version"]), entries[0])
     entry.update(version=version, uri=uri, sha256=sha256)
-    manifest["dependencies"] = [d for d in manifest["dependencies"] if d["name"] != name or d is entry]
-    defaults = [d for d in manifest["default_versions"] if d["name"] != name]
-    manifest["default_versions"] = [{"name": name, "version": version}, *defaults]
+    if defaults:
+        defaults[0]["version"] = version
+    else:
+        manifest["default_versions"].append({"name": name, "version": version})
     path = buildpack_dir / "manifest.yml"
     partial = path.with_name(".manifest.yml.partial")
     partial.write_text("---\n" + yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False))
