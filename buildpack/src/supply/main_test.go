@@ -1,6 +1,10 @@
 package main
 
 import (
+	"archive/tar"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,5 +89,77 @@ func TestRedact(t *testing.T) {
 func TestChecksumOfAMissingFileFails(t *testing.T) {
 	if err := checkSha256(filepath.Join(t.TempDir(), "missing"), "x"); err == nil {
 		t.Fatal("a missing file passed the checksum")
+	}
+}
+
+func writeTgz(t *testing.T, path string, entries map[string]string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	gz := gzip.NewWriter(f)
+	tw := tar.NewWriter(gz)
+	for name, body := range entries {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sha(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+func TestInstallFromACachedFileUnpacksIntoTheDepsDir(t *testing.T) {
+	bp := t.TempDir()
+	archive := filepath.Join(bp, "dependencies", "x", "config-server-v1.tgz")
+	if err := os.MkdirAll(filepath.Dir(archive), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeTgz(t, archive, map[string]string{"bin/config-server": "#!/bin/sh\n"})
+	dep := dependency{Name: "config-server", Version: "1", URI: "https://h/config-server-v1.tgz",
+		SHA256: sha(t, archive), File: "dependencies/x/config-server-v1.tgz"}
+	depDir := filepath.Join(t.TempDir(), "0")
+	if err := install(&manifest{dir: bp}, dep, depDir); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(filepath.Join(depDir, "bin", "config-server"))
+	if err != nil || info.Mode().Perm() != 0o755 {
+		t.Fatalf("bin/config-server not installed executable: %v %v", info, err)
+	}
+	dep.SHA256 = strings.Repeat("0", 64)
+	err = install(&manifest{dir: bp}, dep, filepath.Join(t.TempDir(), "1"))
+	if err == nil || !strings.HasPrefix(err.Error(), "dependency sha256 mismatch: expected sha256 000") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestArchiveEntriesCannotLeaveTheDepsDir(t *testing.T) {
+	archive := filepath.Join(t.TempDir(), "evil.tgz")
+	writeTgz(t, archive, map[string]string{"../escaped": "x"})
+	dest := filepath.Join(t.TempDir(), "deps", "0")
+	err := extractTgz(archive, dest)
+	if err == nil || !strings.Contains(err.Error(), "points outside the dependency directory") {
+		t.Fatalf("got %v", err)
+	}
+	if _, statErr := os.Stat(filepath.Join(filepath.Dir(dest), "escaped")); statErr == nil {
+		t.Fatal("an entry was written outside the deps dir")
 	}
 }
