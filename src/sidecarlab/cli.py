@@ -131,7 +131,8 @@ def sidecar_group() -> None:
               help="The bucket (created if missing on the embedded server only).")
 @click.option("--region", default="us-east-1", show_default=True, help="The bucket's region.")
 @click.option("--buildpack", "buildpack_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write the URL to this buildpack directory's .downloadurl.")
+              help="Write the URL to this buildpack directory's .downloadurl; for a buildpack with a "
+              "manifest.yml (Part 4), upload a .tgz holding bin/config-server and record its uri and sha256 there.")
 @click.option("-t", "--target", default="local", show_default=True,
               help="Where the buildpack will stage: local or cf (cf cannot reach the embedded server).")
 @click.option("--goarch", default=None, help="CPU to build for (default: this machine's; amd64 for -t cf).")
@@ -142,7 +143,7 @@ def sidecar_upload(version: str, binary: Optional[Path], endpoint: str, bucket: 
     """Upload the config-server (publicly readable) and print its URL. Credentials for a real endpoint
     come only from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."""
     from . import blobstore as store
-    from . import sidecar
+    from . import packager, sidecar
 
     try:
         settings = store.validate(endpoint, bucket, region, target=target)
@@ -154,14 +155,79 @@ def sidecar_upload(version: str, binary: Optional[Path], endpoint: str, bucket: 
             arch = goarch or ("amd64" if target == "cf" else sidecar.host_goarch())
             binary = sidecar.build(goos="linux", goarch=arch, log=click.echo)
             click.echo(f"built {binary} for linux/{arch}")
-        uploaded = store.upload_sidecar(binary, version, settings, buildpack_dir=buildpack_dir,
-                                        state_dir=state_dir, log=click.echo)
-    except (store.BlobStoreError, sidecar.SidecarBuildError, sidecar.GoToolchainMissing) as exc:
+        if buildpack_dir is not None and (buildpack_dir / "manifest.yml").is_file():
+            # Part 4: upload the versioned archive and record its uri and sha256 in the manifest.
+            uploaded = packager.upload_dependency(binary, version, settings, buildpack_dir,
+                                                  state_dir=state_dir, log=click.echo)
+        else:
+            uploaded = store.upload_sidecar(binary, version, settings, buildpack_dir=buildpack_dir,
+                                            state_dir=state_dir, log=click.echo)
+    except (store.BlobStoreError, sidecar.SidecarBuildError, sidecar.GoToolchainMissing,
+            packager.PackagerError) as exc:
         message = str(exc)
         if "s3_" in message:
             message += "\n(On the command line s3_endpoint is --endpoint, s3_bucket --bucket, s3_region --region.)"
         raise click.ClickException(message) from None
     click.echo(uploaded.url)
+
+
+# ------------------------------------------------------------------ Part 4: the buildpack packager
+
+@main.group("buildpack")
+def buildpack_group() -> None:
+    """The sidecar buildpack of Part 4: a work copy, its zips (buildpack-packager's), its summary."""
+
+
+@buildpack_group.command("copy")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+def buildpack_copy(dest: Path) -> None:
+    """Copy the repository's buildpack/ to DEST, the work copy uploads are recorded in."""
+    from . import packager
+
+    try:
+        click.echo(f"copied the buildpack to {packager.copy_buildpack(dest)}")
+    except packager.PackagerError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@buildpack_group.command("package")
+@click.option("--cached", is_flag=True, help="Include the dependencies (for air-gapped foundations).")
+@click.option("--stack", default="", help="Stack to package the buildpack for (e.g. cflinuxfs4).")
+@click.option("--any-stack", is_flag=True, help="Package the buildpack for any stack.")
+@click.option("--version", "version", default=None, help="Version to build as (default: the VERSION file).")
+@click.option("--cachedir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Download cache of --cached (default: ~/.buildpack-packager/cache).")
+@click.option("-d", "--buildpack", "buildpack_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("."), show_default=True, help="The buildpack directory (with manifest.yml).")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the zip goes (default: the buildpack directory).")
+@click.option("--goarch", default=None, help="CPU bin/supply is compiled for (default: this machine's; "
+              "amd64 for most real foundations).")
+def buildpack_package(cached: bool, stack: str, any_stack: bool, version: str | None, cachedir: Path | None,
+                      buildpack_dir: Path, out_dir: Path | None, goarch: str | None) -> None:
+    """Package the buildpack as a zip, as buildpack-packager's `build` does."""
+    from . import packager
+
+    try:
+        packager.package(buildpack_dir, stack=stack or None, any_stack=any_stack, cached=cached, version=version,
+                         out_dir=out_dir, cache_dir=cachedir, goarch=goarch, log=click.echo)
+    except packager.PackagerError as exc:
+        message = str(exc)
+        click.echo(message if message.startswith("error") else f"error while creating zipfile: {message}", err=True)
+        sys.exit(1)
+
+
+@buildpack_group.command("summary")
+@click.option("-d", "--buildpack", "buildpack_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("."), show_default=True, help="The buildpack directory (with manifest.yml).")
+def buildpack_summary(buildpack_dir: Path) -> None:
+    """Markdown tables of the buildpack's dependencies and default versions."""
+    from . import packager
+
+    try:
+        click.echo(packager.summary(buildpack_dir))
+    except packager.PackagerError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 if __name__ == "__main__":

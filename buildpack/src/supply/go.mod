@@ -1,0 +1,3 @@
+module sidecarlab/config-server-buildpack/supply
+
+go 1.22
