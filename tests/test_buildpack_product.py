@@ -62,12 +62,13 @@ def uncached_zip(zips: Zips) -> Path:
 
 @pytest.fixture(scope="module")
 def air_gapped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCF]:
-    """A second localcf whose staging containers have no network (until security groups replace the switch)."""
+    """A second localcf made air-gapped as an operator does it: no staging security group opens egress."""
     if not namespaces_available():
         pytest.skip("air-gapped staging needs a network namespace (namespaces mode)")
     cf = LocalCF(tmp_path_factory.mktemp("localcf-air-gapped"))
-    cf.env["LOCALCF_STAGING_NETWORK"] = "none"
     cf("start")
+    cf("unbind-staging-security-group", "public_networks")
+    assert "public_networks" not in cf("staging-security-groups").out
     yield cf
     cf("stop", check=False)
 
