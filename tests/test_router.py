@@ -274,8 +274,10 @@ def test_one_matcher_for_the_cell_and_the_route_table():
     """The cell's lookup builds its table from the store's routes with `build_routes`: the
     same rules as RouteTable (host and path case-insensitive, longest path at a `/` boundary,
     `/` the same route as none)."""
-    table = build_routes([("Shop.localcf.test", "", "root"), ("shop.localcf.test", "/api", "api"),
-                          ("shop.localcf.test", "/api/v2/", "v2"), ("other.localcf.test", "/", "o")])
+    table = build_routes([("Shop.localcf.test", "", "root"),
+                          ("shop.localcf.test", "/api", "api"),
+                          ("shop.localcf.test", "/api/v2/", "v2"),
+                          ("other.localcf.test", "/", "o")])
     seen = {path: match_route(table, "SHOP.localcf.test", path)
             for path in ("/", "/apix", "/API/items", "/api/v2", "/api/v2/x")}
     assert seen == {"/": "root", "/apix": "root", "/API/items": "api", "/api/v2": "v2",
@@ -404,7 +406,8 @@ def test_nul_in_the_path_is_400(apps, routers):
         reached.set()
         return socket.create_connection(("127.0.0.1", a.port))
 
-    router, _ = routers({"app.localcf.test": [Backend("guid-a", 0, connect, f"127.0.0.1:{a.port}")]})
+    backend = Backend("guid-a", 0, connect, f"127.0.0.1:{a.port}")
+    router, _ = routers({"app.localcf.test": [backend]})
     with socket.create_connection(("127.0.0.1", router.port)) as s:
         s.sendall(b"GET /files/a\x00b HTTP/1.1\r\nHost: app.localcf.test\r\n\r\n")
         answer = answer_and_close(s)
