@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,8 +14,8 @@ from typing import Iterator
 import pytest
 import requests
 
-from localcf.router import (BAD_GATEWAY_TEXT, PORT_ENV, Backend, RouteTable, Router,
-                            RouterError)
+from localcf.router import (BAD_GATEWAY_TEXT, HEAD_TIMEOUT_ENV, PORT_ENV, Backend, RouteTable,
+                            Router, RouterError, build_routes, match_route)
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 BIG = bytes(range(256)) * 8192  # 2 MiB: more than the router holds whole
@@ -141,11 +142,12 @@ def apps() -> Iterator[callable]:
 def routers() -> Iterator[callable]:
     started: list[Router] = []
 
-    def start(table: dict[str, list[Backend]] | RouteTable) -> tuple[Router, Logs]:
+    def start(table: dict[str, list[Backend]] | RouteTable, **options: object
+              ) -> tuple[Router, Logs]:
         logs = Logs()
         lookup = table if isinstance(table, RouteTable) else (
             lambda host, path: table.get(host, []))
-        router = Router(lookup, logs, port=0)
+        router = Router(lookup, logs, port=0, **options)  # type: ignore[arg-type]
         router.serve_in_thread()
         started.append(router)
         return router, logs
@@ -268,6 +270,24 @@ def test_route_table_longest_path_prefix(apps, routers):
     assert table.backends("shop.localcf.test", "/api/items")[0].app_guid == "guid-root"
 
 
+def test_one_matcher_for_the_cell_and_the_route_table():
+    """The cell's lookup builds its table from the store's routes with `build_routes`: the
+    same rules as RouteTable (host and path case-insensitive, longest path at a `/` boundary,
+    `/` the same route as none)."""
+    table = build_routes([("Shop.localcf.test", "", "root"),
+                          ("shop.localcf.test", "/api", "api"),
+                          ("shop.localcf.test", "/api/v2/", "v2"),
+                          ("other.localcf.test", "/", "o")])
+    seen = {path: match_route(table, "SHOP.localcf.test", path)
+            for path in ("/", "/apix", "/API/items", "/api/v2", "/api/v2/x")}
+    assert seen == {"/": "root", "/apix": "root", "/API/items": "api", "/api/v2": "v2",
+                    "/api/v2/x": "v2"}
+    assert match_route(table, "other.localcf.test", "/anything") == "o"
+    assert match_route(table, "nobody.localcf.test", "/") is None
+    only_api = build_routes([("shop.localcf.test", "/api", "api")])
+    assert match_route(only_api, "shop.localcf.test", "/apix") is None
+
+
 # -- gorouter's errors -------------------------------------------------------------------------
 
 
@@ -362,6 +382,186 @@ def test_malformed_request_is_400(routers):
     with socket.create_connection(("127.0.0.1", router.port)) as s:
         s.sendall(b"NONSENSE\r\n\r\n")
         assert read_all(s).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+# Bad heads are answered and closed without waiting for anything more; each test reads with a
+# generous socket timeout, so a router that held the connection would fail it, not hang it.
+BOUND = 30.0
+
+
+def answer_and_close(s: socket.socket) -> bytes:
+    """Everything the router sends until it closes the connection (within BOUND seconds)."""
+    s.settimeout(BOUND)
+    try:
+        return read_all(s)
+    except TimeoutError:
+        pytest.fail(f"the router still held the connection after {BOUND:g} s")
+
+
+def test_nul_in_the_path_is_400(apps, routers):
+    a = apps("a")
+    reached = threading.Event()
+
+    def connect() -> socket.socket:
+        reached.set()
+        return socket.create_connection(("127.0.0.1", a.port))
+
+    backend = Backend("guid-a", 0, connect, f"127.0.0.1:{a.port}")
+    router, _ = routers({"app.localcf.test": [backend]})
+    with socket.create_connection(("127.0.0.1", router.port)) as s:
+        s.sendall(b"GET /files/a\x00b HTTP/1.1\r\nHost: app.localcf.test\r\n\r\n")
+        answer = answer_and_close(s)
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"Connection: close\r\n" in answer
+    assert answer.endswith(b"\r\n\r\n400 Bad Request: control character NUL in the request "
+                           b"line: percent-encode it in the request target\n")
+    assert not reached.is_set()  # the router did not pass it on
+
+
+@pytest.mark.parametrize("value, name", [(b"a\x01b", b"0x01"), (b"a\x7fb", b"DEL"),
+                                         (b"a\x00b", b"NUL"), (b"a\rb", b"CR")])
+def test_control_character_in_a_header_value_is_400(apps, routers, value, name):
+    a = apps("a")
+    router, _ = routers({"app.localcf.test": [a.backend()]})
+    with socket.create_connection(("127.0.0.1", router.port)) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: app.localcf.test\r\nX-Note: " + value
+                  + b"\r\n\r\n")
+        answer = answer_and_close(s)
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    if name == b"CR":
+        assert b"400 Bad Request: bare CR in " in answer
+    else:
+        assert answer.endswith(b"400 Bad Request: control character " + name + b" in the value "
+                               b"of header 'X-Note': a header value may hold no control "
+                               b"character but TAB\n")
+
+
+def test_a_tab_in_a_header_value_passes(apps, routers):
+    a = apps("a")
+    router, _ = routers({"app.localcf.test": [a.backend()]})
+    r = requests.get(url(router, "/echo"), headers={"Host": "app.localcf.test",
+                                                    "X-Note": "a\tb"})
+    assert r.status_code == 200
+    assert ["X-Note", "a\tb"] in r.json()["headers"]
+
+
+def trickle(s: socket.socket, line: bytes, stop: threading.Event) -> threading.Thread:
+    """Send `line` every 50 ms until the router closes the connection (a slowloris)."""
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                s.sendall(line)
+            except OSError:
+                return
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_bare_lf_slowloris_gets_400_and_is_closed(routers):
+    """A head with LF-only lines would never end (the router looks for CRLF CRLF): it is
+    refused at its first bare LF, however long the client would keep going."""
+    router, _ = routers({})
+    stop = threading.Event()
+    with socket.create_connection(("127.0.0.1", router.port)) as s:
+        s.sendall(b"GET / HTTP/1.1\nHost: app.localcf.test\n")
+        thread = trickle(s, b"X-Wait: more\n", stop)
+        try:
+            answer = answer_and_close(s)
+        finally:
+            stop.set()
+            thread.join(5)
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert answer.endswith(b"400 Bad Request: bare LF in the request line: every line of a "
+                           b"request head ends with CRLF\n")
+
+
+def test_bare_lf_after_a_crlf_request_line_gets_400(routers):
+    router, _ = routers({})
+    with socket.create_connection(("127.0.0.1", router.port)) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: app.localcf.test\nX-A: b\n")  # and no more
+        answer = answer_and_close(s)
+    assert answer.endswith(b"400 Bad Request: bare LF in a header line: every line of a "
+                           b"request head ends with CRLF\n")
+
+
+def test_head_that_never_ends_is_closed_after_the_head_timeout(routers):
+    """Well-formed header lines that never end the head: a 408 once the head timeout (set
+    small here) has passed, then the close."""
+    router, _ = routers({}, head_timeout=0.5)
+    stop = threading.Event()
+    with socket.create_connection(("127.0.0.1", router.port)) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: app.localcf.test\r\n")
+        thread = trickle(s, b"X-Wait: more\r\n", stop)
+        try:
+            answer = answer_and_close(s)
+        finally:
+            stop.set()
+            thread.join(5)
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert answer.endswith(b"408 Request Timeout: the request head did not come whole within "
+                           b"0.5 s; end every header line with CRLF, and the head with an "
+                           b"empty line\n")
+
+
+def test_head_timeout_from_the_environment(routers, monkeypatch):
+    monkeypatch.setenv(HEAD_TIMEOUT_ENV, "0.5")
+    router, _ = routers({})
+    with socket.create_connection(("127.0.0.1", router.port)) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: app.localcf.test\r\n")  # and no more
+        answer = answer_and_close(s)
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"within 0.5 s;" in answer
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan"])
+def test_head_timeout_from_the_environment_must_be_seconds(monkeypatch, value):
+    monkeypatch.setenv(HEAD_TIMEOUT_ENV, value)
+    with pytest.raises(RouterError) as e:
+        Router(lambda host, path: [], lambda *entry: None, port=0)
+    assert str(e.value) == (f"router: {HEAD_TIMEOUT_ENV}={value!r} is not a number of seconds "
+                            f"above 0; set it to, say, 10, or unset it.")
+
+
+def test_a_head_in_one_byte_pieces_is_fine(apps, routers):
+    """The check of an unfinished head must not take a CR whose LF is still on the way for a
+    bare CR."""
+    a = apps("a")
+    router, _ = routers({"app.localcf.test": [a.backend()]})
+    with socket.create_connection(("127.0.0.1", router.port)) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for byte in b"GET /echo HTTP/1.1\r\nHost: app.localcf.test\r\nX-A: b\r\n\r\n":
+            s.sendall(bytes([byte]))
+            time.sleep(0.002)
+        head, body = recv_response(s, bytearray())
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert json.loads(body)["path"] == "/echo"
+
+
+def tls_client_hello() -> bytes:
+    """The first bytes a TLS client sends (a real ClientHello, from the ssl module)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing,
+                                                server_hostname="app.localcf.test")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_tls_client_hello_on_the_plain_port_gets_400(routers):
+    """An https:// URL to the router's http port: the ClientHello never ends a head; it is
+    answered at once (a TLS client shows it as a handshake failure) and closed."""
+    router, _ = routers({})
+    hello = tls_client_hello()
+    assert hello[:2] == b"\x16\x03" and b"\r\n\r\n" not in hello
+    with socket.create_connection(("127.0.0.1", router.port)) as s:
+        s.sendall(hello)  # and waits for a ServerHello
+        answer = answer_and_close(s)
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert answer.endswith(b"400 Bad Request: a TLS handshake on the router's plain HTTP "
+                           b"port: use an http:// URL\n")
 
 
 # -- what passes through -----------------------------------------------------------------------
@@ -687,14 +887,16 @@ def test_access_logs_can_be_taken_in_batches(apps):
 
 def test_a_slow_instance_connect_does_not_hold_up_other_routes(apps, routers):
     """Opening a connection can be an exchange with a container's init: it must not block
-    the router while it lasts."""
+    the router while it lasts. The slow connect lasts until the test releases it (or 10 s):
+    a router that waited for it would answer the fast route only after it returned."""
     fast = apps("fast")
     slow_app = apps("slow")
-    connecting, release = threading.Event(), threading.Event()
+    connecting, release, connected = threading.Event(), threading.Event(), threading.Event()
 
     def slow_connect() -> socket.socket:
         connecting.set()
-        release.wait(20)
+        release.wait(10)
+        connected.set()
         return socket.create_connection(("127.0.0.1", slow_app.port))
 
     slow = Backend("guid-slow", 0, slow_connect, f"127.0.0.1:{slow_app.port}")
@@ -705,9 +907,11 @@ def test_a_slow_instance_connect_does_not_hold_up_other_routes(apps, routers):
     thread.start()
     try:
         assert connecting.wait(10)
-        r = requests.get(url(router, "/echo"), headers={"Host": "fast.localcf.test"}, timeout=10)
+        r = requests.get(url(router, "/echo"), headers={"Host": "fast.localcf.test"}, timeout=30)
+        answered_during_the_slow_connect = not connected.is_set()
         assert r.json()["name"] == "fast"
-        assert not release.is_set()  # the slow connect was still under way meanwhile
+        assert answered_during_the_slow_connect, \
+            "the fast route was answered only after the slow connect had returned"
     finally:
         release.set()
         thread.join(30)

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import environment as envmod
 from .controller import Controller
+from .router.routes import Backend, build_routes, match_route
 from .runtime import ContainerError, ContainerSpec, ProcessDef, Runtime
 
 CELL_ID = "localcf-cell-0"
@@ -394,24 +395,20 @@ class Cell:
         """The router's lookup: RUNNING web instances of the app mapped to `host` (and path prefix)."""
         now = time.monotonic()
         if now - self._routes_at > 0.5:
-            table: dict[str, list[tuple[str, str]]] = {}
-            for r in self.c.store.find("routes"):
-                table.setdefault(r["host"], []).append((r.get("path") or "", r["app_guid"]))
-            for entries in table.values():
-                entries.sort(key=lambda e: len(e[0]), reverse=True)
-            self._routes, self._routes_at = table, now
-        for route_path, app_guid in self._routes.get(host.lower(), []):
-            if not route_path or path == route_path or path.startswith(route_path.rstrip("/") + "/"):
-                cached = self._backend_cache.get(app_guid)
-                if cached and cached[0] == self._gen:
-                    return cached[1]
-                gen = self._gen
-                from .router import Backend
-                found = [Backend(app_guid, i.index, i.container.connect, i.container.upstream(), i.guid)
-                         for i in self.running_backends(app_guid)]
-                self._backend_cache[app_guid] = (gen, found)
-                return found
-        return []
+            self._routes = build_routes(
+                (r["host"], r.get("path") or "", r["app_guid"]) for r in self.c.store.find("routes"))
+            self._routes_at = now
+        app_guid = match_route(self._routes, host, path)
+        if app_guid is None:
+            return []
+        cached = self._backend_cache.get(app_guid)
+        if cached and cached[0] == self._gen:
+            return cached[1]
+        gen = self._gen
+        found = [Backend(app_guid, i.index, i.container.connect, i.container.upstream(), i.guid)
+                 for i in self.running_backends(app_guid)]
+        self._backend_cache[app_guid] = (gen, found)
+        return found
 
     def running_backends(self, app_guid: str) -> list[Instance]:
         """RUNNING web instances of an app, for the router."""
