@@ -51,6 +51,10 @@ class DaemonError(Exception):
     """The daemon could not be started, reached or stopped."""
 
 
+class StateDirTaken(DaemonError):
+    """Another daemon holds the state dir (its flock on `daemon.lock`)."""
+
+
 def read_endpoint(state: StateDir) -> dict[str, Any] | None:
     try:
         return json.loads(state.endpoint_file.read_text())
@@ -133,6 +137,9 @@ def _wait_running(state: StateDir, deadline: float, pid: int | None = None) -> d
 
 
 def _prepare(state: StateDir) -> StateDir:
+    if state.root.exists() and not state.root.is_dir():
+        raise DaemonError(f"cannot use the state dir {state.root}: it is not a folder. Set LOCALCF_HOME to "
+                          "a folder you can write, or move that file away.")
     try:
         state.ensure()
         state.token()
@@ -261,6 +268,21 @@ def api_port() -> int:
     return int(value)
 
 
+def read_timeout() -> float:
+    """Seconds the API waits on a silent connection: `$LOCALCF_API_READ_TIMEOUT`, else 30."""
+    from .httpapi import READ_TIMEOUT
+    value = os.environ.get("LOCALCF_API_READ_TIMEOUT", "").strip()
+    if not value:
+        return READ_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0
+    if not seconds > 0:
+        raise DaemonError(f"LOCALCF_API_READ_TIMEOUT={value!r} is not a positive number of seconds")
+    return seconds
+
+
 def wire(state: StateDir, info: Callable[[], dict[str, Any]]) -> Parts:
     """Build every part of the daemon in one place, each given what it depends on.
 
@@ -274,6 +296,7 @@ def wire(state: StateDir, info: Callable[[], dict[str, Any]]) -> Parts:
     from .stager import Stager
     from .store import Store
 
+    port, timeout = api_port(), read_timeout()  # settings first: a bad one stops us before anything runs
     store = Store(state.db)
     logs = LogStream(store)
     runtime = Runtime(state.containers)
@@ -290,9 +313,8 @@ def wire(state: StateDir, info: Callable[[], dict[str, Any]]) -> Parts:
         router = Router(cell, logs.emit, log_batch=logs.emit_many)
     except RouterError as e:
         raise DaemonError(f"the router cannot start: {e}") from None
-    port = api_port()
     try:
-        api = ApiServer(controller, state.token(), port=port, info=info)
+        api = ApiServer(controller, state.token(), port=port, info=info, read_timeout=timeout)
     except OSError as e:
         router.shutdown()
         raise DaemonError(f"the API cannot listen on 127.0.0.1:{port}"
@@ -309,7 +331,7 @@ class Daemon:
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise DaemonError(f"another localcf daemon holds {self.state.root}") from None
+            raise StateDirTaken(f"another localcf daemon holds {self.state.root}") from None
         parts = wire(self.state, self.info)
         self.store, self.logs, self.runtime = parts.store, parts.logs, parts.runtime
         self.controller, self.cell, self.stager = parts.controller, parts.cell, parts.stager
@@ -387,7 +409,7 @@ def main() -> None:
         daemon = Daemon(StateDir())
     except DaemonError as e:
         print(f"localcf: {e}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_LOCKED if "another localcf daemon holds" in str(e) else EXIT_FAILED)
+        sys.exit(EXIT_LOCKED if isinstance(e, StateDirTaken) else EXIT_FAILED)
     except Exception as e:
         traceback.print_exc()
         print(f"localcf: the daemon could not start: {e}", file=sys.stderr, flush=True)

@@ -132,6 +132,10 @@ class ApiHandler(BaseHTTPRequestHandler):
     # every read from the socket (head or body) gives up after this long; see READ_TIMEOUT
     timeout = READ_TIMEOUT
 
+    def setup(self) -> None:
+        self.timeout = self.server.read_timeout  # type: ignore[attr-defined]
+        super().setup()
+
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the daemon log is for events
         pass
 
@@ -200,7 +204,7 @@ class ApiHandler(BaseHTTPRequestHandler):
                 data = self.rfile.read(min(n, 1 << 20))
             except TimeoutError:
                 raise _BodyError(ApiError(408, 10001, "CF-RequestTimeout",
-                                          f"The request body stopped arriving: nothing for {READ_TIMEOUT:.0f}s")
+                                          f"The request body stopped arriving: nothing for {self.timeout:g}s")
                                  ) from None
             if not data:
                 raise _BodyError(bad_request("Request invalid: the body ended before its announced length"))
@@ -213,7 +217,7 @@ class ApiHandler(BaseHTTPRequestHandler):
             line = self.rfile.readline(1026)
         except TimeoutError:
             raise _BodyError(ApiError(408, 10001, "CF-RequestTimeout",
-                                      f"The request body stopped arriving: nothing for {READ_TIMEOUT:.0f}s")) from None
+                                      f"The request body stopped arriving: nothing for {self.timeout:g}s")) from None
         if not line.endswith(b"\n"):
             raise _BodyError(bad_request("Request invalid: malformed chunked body"))
         return line
@@ -366,12 +370,13 @@ class ApiServer(ThreadingHTTPServer):
 
     def __init__(self, controller: Controller, token: str, port: int = 0,
                  info: Callable[[], dict[str, Any]] | None = None,
-                 routes: list[RouteSpec] | None = None):
+                 routes: list[RouteSpec] | None = None, read_timeout: float = READ_TIMEOUT):
         if routes is None:
             from . import api  # noqa: F401  (importing it registers its handlers in ROUTES)
             routes = ROUTES
         super().__init__(("127.0.0.1", port), ApiHandler)
         self.routes = routes
+        self.read_timeout = read_timeout
         self.controller = controller
         self.token = token
         self.info = info or (lambda: {})

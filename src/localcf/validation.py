@@ -221,12 +221,17 @@ def route_host(route: str) -> list[str]:
 def manifest(body: bytes) -> None:
     """`POST /v3/spaces/:guid/actions/apply_manifest`: app names and route hosts, before anything
     is applied. The manifest's own structure is `localcf.manifest`'s to check."""
+    import json
+
     import yaml
 
     try:
-        doc = yaml.safe_load(body)
-    except yaml.YAMLError:
-        return  # the manifest reader reports it, with the line
+        doc = json.loads(body)  # what `localcf` sends
+    except ValueError:
+        try:
+            doc = yaml.safe_load(body)  # what `cf` sends
+        except yaml.YAMLError:
+            return  # the manifest reader reports it, with the line
     apps = doc.get("applications") if isinstance(doc, dict) else None
     if not isinstance(apps, list):
         return
@@ -243,13 +248,17 @@ def manifest(body: bytes) -> None:
                 if isinstance(url, str):
                     for text in route_host(url):
                         e.add(text)
-        elif isinstance(name, str) and len(name) <= NAME_MAX and not app.get("no-route") \
-                and not app.get("random-route"):
+        elif isinstance(name, str) and len(name) <= NAME_MAX and not _flag(app, "no-route") \
+                and not _flag(app, "random-route"):
             default_host = name.lower().replace("_", "-").replace(" ", "-")
             if len(default_host) > HOST_MAX:
                 e.add(f"Host is too long (maximum is {HOST_MAX} characters): the default route's host "
                       f"is the app name; give the app a route with a shorter host under routes:")
     e.raise_any()
+
+
+def _flag(app: dict[str, Any], key: str) -> bool:
+    return bool(app.get(key) or app.get(key.replace("-", "_")))
 
 
 def buildpack_zip(data: bytes) -> None:
