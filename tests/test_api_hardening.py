@@ -381,13 +381,44 @@ def test_create_buildpack_refuses_an_escaping_zip_and_stores_nothing(localcf: Lo
     res = localcf("create-buildpack", name, str(z), "1", check=False)
     try:
         assert res.code == 1, res.text
-        assert "The buildpack upload is invalid:" in res.text and why in res.text
-        bps = api(localcf, "GET", f"/v3/buildpacks?names={name}").json()["resources"]
-        assert all(b["state"] == "AWAITING_UPLOAD" and not b["filename"] for b in bps)
-        blobs_after = sorted(p.name for p in (localcf.home / "blobs" / "buildpacks").iterdir())
-        assert blobs_after == blobs_before
+        assert "The buildpack upload is invalid:" in res.err and why in res.err
+        assert api(localcf, "GET", f"/v3/buildpacks?names={name}").json()["resources"] == []
+        assert sorted(p.name for p in (localcf.home / "blobs" / "buildpacks").iterdir()) == blobs_before
     finally:
         localcf("delete-buildpack", name, "-f", check=False)
+
+
+@pytest.mark.parametrize("case", sorted(ESCAPING))
+def test_the_upload_endpoint_refuses_an_escaping_zip(localcf: LocalCF, case: str) -> None:
+    entries, why = ESCAPING[case]
+    bp = api(localcf, "POST", "/v3/buildpacks", json={"name": f"raw_{case.replace('-', '_')}"}).json()
+    try:
+        r = api(localcf, "POST", f"/v3/buildpacks/{bp['guid']}/upload", data=make_zip(entries),
+                headers={"Content-Type": "application/zip", "X-Filename": "bad.zip"})
+        assert r.status_code == 422
+        detail = r.json()["errors"][0]["detail"]
+        assert detail.startswith("The buildpack upload is invalid: ") and why in detail
+        assert not (localcf.home / "blobs" / "buildpacks" / f"{bp['guid']}.zip").exists()
+        got = api(localcf, "GET", f"/v3/buildpacks/{bp['guid']}").json()
+        assert (got["state"], got["filename"]) == ("AWAITING_UPLOAD", None)
+    finally:
+        api(localcf, "DELETE", f"/v3/buildpacks/{bp['guid']}")
+
+
+def test_update_buildpack_with_an_escaping_zip_keeps_the_old_bits(localcf: LocalCF, tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.zip", tmp_path / "bad.zip"
+    good.write_bytes(make_zip({"bin/detect": ("#!/bin/sh\nexit 1\n", EXEC)}))
+    bad.write_bytes(make_zip(ESCAPING["dot-dot"][0]))
+    try:
+        localcf("create-buildpack", "kept_bits_bp", str(good), "9")
+        bp = api(localcf, "GET", "/v3/buildpacks?names=kept_bits_bp").json()["resources"][0]
+        res = localcf("update-buildpack", "kept_bits_bp", "-p", str(bad), check=False)
+        assert res.code == 1 and "climbs out of the buildpack with '..'" in res.err
+        after = api(localcf, "GET", "/v3/buildpacks?names=kept_bits_bp").json()["resources"][0]
+        assert (after["state"], after["filename"]) == ("READY", "good.zip")
+        assert (localcf.home / "blobs" / "buildpacks" / f"{bp['guid']}.zip").read_bytes() == good.read_bytes()
+    finally:
+        localcf("delete-buildpack", "kept_bits_bp", "-f", check=False)
 
 
 def test_a_good_buildpack_zip_is_accepted(localcf: LocalCF, tmp_path: Path) -> None:

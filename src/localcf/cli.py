@@ -900,6 +900,11 @@ def create_buildpack(name: str, path: str, position: int, disable: bool) -> None
     """Create an admin buildpack from a directory or zip (cf create-buildpack)."""
     c = client()
     filename, data = _buildpack_zip(path)
+    from .validation import ApiError, buildpack_zip
+    try:
+        buildpack_zip(data)  # the API refuses it too; checked here first, so no empty record is made
+    except ApiError as e:
+        raise CommandFailed(e.detail) from None
     click.echo(f"Creating buildpack {name} as {USER}...")
     bp = c.post("/v3/buildpacks", {"name": name, "position": position, "enabled": not disable})
     click.echo("OK")
