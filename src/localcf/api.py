@@ -12,8 +12,7 @@ from typing import Any
 from . import presenters as P
 from . import validation as V
 from .controller import SPACE_GUID, ApiError, Controller, not_found, unprocessable
-from .httpapi import (ROUTES, UPLOAD_MAX, ApiHandler, ApiServer, Raw, Request, Stream, Upgrade,  # noqa: F401
-                      route)
+from .httpapi import ROUTES, UPLOAD_MAX, ApiHandler, ApiServer, Raw, Request, Stream, Upgrade, route  # noqa: F401
 from .store import NotFound
 
 GUID = r"(?P<guid>[^/]+)"

@@ -17,9 +17,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -327,7 +328,7 @@ class Daemon:
 
     def __init__(self, state: StateDir):
         self.state = state.ensure()
-        self._lock_file = open(self.state.lock_file, "w")
+        self._lock_file = open(self.state.lock_file, "w")  # noqa: SIM115 (held for the daemon's life)
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -410,7 +411,7 @@ def main() -> None:
     except DaemonError as e:
         print(f"localcf: {e}", file=sys.stderr, flush=True)
         sys.exit(EXIT_LOCKED if isinstance(e, StateDirTaken) else EXIT_FAILED)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (any failure to start: shown in full, exit 1)
         traceback.print_exc()
         print(f"localcf: the daemon could not start: {e}", file=sys.stderr, flush=True)
         sys.exit(EXIT_FAILED)

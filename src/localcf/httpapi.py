@@ -23,8 +23,9 @@ import json
 import re
 import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .controller import ApiError, Controller
@@ -68,7 +69,7 @@ class Request:
     """What a handler sees: method, path, query, the (already read) body and the headers."""
 
     def __init__(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
-                 headers: Any, handler: "ApiHandler"):
+                 headers: Any, handler: ApiHandler):
         self.method, self.path, self.query, self.body, self.headers = method, path, query, body, headers
         self.handler = handler
 
@@ -133,8 +134,12 @@ class ApiHandler(BaseHTTPRequestHandler):
     timeout = READ_TIMEOUT
 
     def setup(self) -> None:
-        self.timeout = self.server.read_timeout  # type: ignore[attr-defined]
         super().setup()
+        self.connection.settimeout(self._read_timeout)
+
+    @property
+    def _read_timeout(self) -> float:
+        return float(self.server.read_timeout)  # type: ignore[attr-defined]
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the daemon log is for events
         pass
@@ -204,7 +209,7 @@ class ApiHandler(BaseHTTPRequestHandler):
                 data = self.rfile.read(min(n, 1 << 20))
             except TimeoutError:
                 raise _BodyError(ApiError(408, 10001, "CF-RequestTimeout",
-                                          f"The request body stopped arriving: nothing for {self.timeout:g}s")
+                                          f"The request body stopped arriving: nothing for {self._read_timeout:g}s")
                                  ) from None
             if not data:
                 raise _BodyError(bad_request("Request invalid: the body ended before its announced length"))
@@ -217,7 +222,7 @@ class ApiHandler(BaseHTTPRequestHandler):
             line = self.rfile.readline(1026)
         except TimeoutError:
             raise _BodyError(ApiError(408, 10001, "CF-RequestTimeout",
-                                      f"The request body stopped arriving: nothing for {self.timeout:g}s")) from None
+                                      f"The request body stopped arriving: nothing for {self._read_timeout:g}s")) from None
         if not line.endswith(b"\n"):
             raise _BodyError(bad_request("Request invalid: malformed chunked body"))
         return line
@@ -302,7 +307,7 @@ class ApiHandler(BaseHTTPRequestHandler):
         except ApiError as e:
             self._send_error(e)
             return
-        except Exception as e:  # report, keep serving
+        except Exception as e:  # noqa: BLE001 (report, keep serving)
             self.server.log_error(f"{method} {path}: {e!r}")  # type: ignore[attr-defined]
             self._send_json(500, {"errors": [{"code": 10001, "title": "UnknownError",
                                                "detail": f"An unknown error occurred: {e}"}]})
@@ -379,7 +384,7 @@ class ApiServer(ThreadingHTTPServer):
         self.read_timeout = read_timeout
         self.controller = controller
         self.token = token
-        self.info = info or (lambda: {})
+        self.info = info or dict
         controller.base_url = f"http://127.0.0.1:{self.server_address[1]}"
 
     def log_error(self, msg: str) -> None:

@@ -23,7 +23,7 @@ class StateDir:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else state_dir()
 
-    def ensure(self) -> "StateDir":
+    def ensure(self) -> StateDir:
         for d in (self.root, self.blobs, self.packages, self.droplets, self.buildpacks,
                   self.caches, self.staging, self.containers, self.logs):
             d.mkdir(parents=True, exist_ok=True)

@@ -171,7 +171,8 @@ def sidecar_create(body: dict[str, Any]) -> None:
     e = Errors()
     e.string("Name", body.get("name"), NAME_MAX, required=True)
     command = body.get("command")
-    if e.string("Command", command, required=True) and not 1 <= len(command) <= COMMAND_MAX:
+    if e.string("Command", command, required=True) and isinstance(command, str) \
+            and not 1 <= len(command) <= COMMAND_MAX:
         e.add(f"Command must be between 1 and {COMMAND_MAX} characters")
     types = body.get("process_types")
     if types is None:
