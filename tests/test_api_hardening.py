@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import socket
 import stat
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -157,6 +159,33 @@ def test_silent_connections_do_not_hold_threads_past_the_read_timeout(short_time
             s.close()
     assert wait_threads_at_most(pid, baseline + 2) <= baseline + 2
     assert api(short_timeout_cf, "GET", "/v3/info").status_code == 200
+
+
+def test_a_trickling_body_is_cut_off(short_timeout_cf: LocalCF) -> None:
+    # a byte every 0.3 s never trips the 2 s read timeout, but is far below the minimum pace
+    port, token, _ = endpoint(short_timeout_cf)
+    stop = threading.Event()
+    with connect(port) as s:
+        s.sendall(f"POST /v3/apps HTTP/1.1\r\nHost: localcf\r\nAuthorization: bearer {token}\r\n"
+                  f"Content-Length: 1000\r\n\r\n".encode())
+
+        def trickle() -> None:
+            try:
+                while not stop.wait(0.3):
+                    s.sendall(b" ")
+            except OSError:
+                pass
+        sender = threading.Thread(target=trickle, daemon=True)
+        sender.start()
+        try:
+            status, headers, body, closed = _read_then_probe(s, close_wait=WAIT)
+        finally:
+            stop.set()
+            sender.join()
+    assert status == 408
+    assert re.fullmatch(r"The request body arrived too slowly: \d+ bytes in \d+s \(at least 64 KiB a second "
+                        r"is expected\)", error_of(body)["detail"]), body
+    assert headers.get("connection") == "close" and closed
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_the_read_timeout(short_timeout_cf: LocalCF) -> None:

@@ -10,7 +10,8 @@ thread without the token:
    `Transfer-Encoding` must be `chunked` (else 411), both at once is refused (400);
 4. the route is found (404/405, again without reading the body);
 5. the body is read up to the route's cap (1 MiB for JSON, 1 GiB for package and buildpack
-   uploads; more is 413), every read bounded by `READ_TIMEOUT` (a stalled sender gets 408);
+   uploads; more is 413), every read bounded by `READ_TIMEOUT` and the whole body by a minimum
+   pace (`MIN_BODY_RATE`): a stalled or trickling sender gets 408;
 6. the handler runs (`localcf.api`), its `ApiError`s become CAPI error bodies.
 
 Handlers register with `@route(method, pattern, max_body=...)` and get a `Request`.
@@ -23,6 +24,7 @@ import json
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,6 +40,9 @@ UPLOAD_MAX = 1 << 30
 """Largest package or buildpack upload: 1 GiB."""
 READ_TIMEOUT = 30.0
 """Seconds a connection may stay silent while the server waits for its head or body."""
+MIN_BODY_RATE = 64 << 10
+"""Bytes a second a body must arrive at, on average (after `READ_TIMEOUT` of grace): a sender that
+trickles a byte now and then cannot hold a thread for long."""
 
 
 class RouteSpec:
@@ -202,27 +207,45 @@ class ApiHandler(BaseHTTPRequestHandler):
                         f"The request body is too large: {size}, but {self.command} {urlsplit(self.path).path} "
                         f"accepts at most {_size(limit)}")
 
+    def _stalled(self) -> _BodyError:
+        return _BodyError(ApiError(408, 10001, "CF-RequestTimeout",
+                                   f"The request body stopped arriving: nothing for {self._read_timeout:g}s"))
+
+    def _check_pace(self) -> None:
+        if time.monotonic() > self._body_deadline:
+            raise _BodyError(ApiError(
+                408, 10001, "CF-RequestTimeout",
+                f"The request body arrived too slowly: {self._body_read} bytes in "
+                f"{time.monotonic() - self._body_started:.0f}s (at least {_size(MIN_BODY_RATE)} a second "
+                "is expected)"))
+
+    def _start_body(self, size: int) -> None:
+        """Set the deadline of reading a body of (at most) `size` bytes."""
+        self._body_started = time.monotonic()
+        self._body_deadline = self._body_started + self._read_timeout + size / MIN_BODY_RATE
+        self._body_read = 0
+
     def _read_exact(self, n: int) -> bytes:
         parts: list[bytes] = []
         while n > 0:
+            self._check_pace()
             try:
-                data = self.rfile.read(min(n, 1 << 20))
+                data = self.rfile.read1(min(n, 1 << 20))  # one socket read at most: the pace is checked between
             except TimeoutError:
-                raise _BodyError(ApiError(408, 10001, "CF-RequestTimeout",
-                                          f"The request body stopped arriving: nothing for {self._read_timeout:g}s")
-                                 ) from None
+                raise self._stalled() from None
             if not data:
                 raise _BodyError(bad_request("Request invalid: the body ended before its announced length"))
             parts.append(data)
             n -= len(data)
+            self._body_read += len(data)
         return b"".join(parts)
 
     def _read_line(self) -> bytes:
+        self._check_pace()
         try:
             line = self.rfile.readline(1026)
         except TimeoutError:
-            raise _BodyError(ApiError(408, 10001, "CF-RequestTimeout",
-                                      f"The request body stopped arriving: nothing for {self._read_timeout:g}s")) from None
+            raise self._stalled() from None
         if not line.endswith(b"\n"):
             raise _BodyError(bad_request("Request invalid: malformed chunked body"))
         return line
@@ -232,12 +255,9 @@ class ApiHandler(BaseHTTPRequestHandler):
         total = 0
         while True:
             size_text = self._read_line().split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise _BodyError(bad_request(f"Request invalid: malformed chunk size {size_text[:20]!r}")) from None
-            if size < 0:
-                raise _BodyError(bad_request("Request invalid: malformed chunked body"))
+            if not re.fullmatch(rb"[0-9a-fA-F]{1,16}", size_text):
+                raise _BodyError(bad_request(f"Request invalid: malformed chunk size {size_text[:20]!r}"))
+            size = int(size_text, 16)
             if size == 0:
                 break
             total += size
@@ -294,6 +314,7 @@ class ApiHandler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.flush()
         try:
+            self._start_body(spec.max_body if chunked else length or 0)
             body = self._read_chunked(spec.max_body) if chunked else self._read_exact(length or 0)
         except _BodyError as e:
             try:
