@@ -188,6 +188,34 @@ def test_a_trickling_body_is_cut_off(short_timeout_cf: LocalCF) -> None:
     assert headers.get("connection") == "close" and closed
 
 
+def test_a_trickling_head_is_cut_off(short_timeout_cf: LocalCF) -> None:
+    # header bytes every 0.3 s never trip the 2 s read timeout; the head's deadline does
+    port, token, _ = endpoint(short_timeout_cf)
+    stop = threading.Event()
+    with connect(port) as s:
+        s.sendall(f"GET /v3/info HTTP/1.1\r\nHost: localcf\r\nAuthorization: bearer {token}\r\nX-Slow: ".encode())
+
+        def trickle() -> None:
+            try:
+                while not stop.wait(0.3):
+                    s.sendall(b"a")
+            except OSError:
+                pass
+        sender = threading.Thread(target=trickle, daemon=True)
+        sender.start()
+        try:
+            s.settimeout(WAIT)
+            try:
+                got = s.recv(65536)
+            except ConnectionResetError:
+                got = b""
+        finally:
+            stop.set()
+            sender.join()
+    assert got == b"", f"expected the connection cut without an answer, got {got!r}"
+    assert api(short_timeout_cf, "GET", "/v3/info").status_code == 200
+
+
 def test_an_idle_keep_alive_connection_is_closed_after_the_read_timeout(short_timeout_cf: LocalCF) -> None:
     port, token, _ = endpoint(short_timeout_cf)
     with connect(port) as s:

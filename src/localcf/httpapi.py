@@ -22,6 +22,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
+import socket
 import sys
 import threading
 import time
@@ -145,6 +146,16 @@ class ApiHandler(BaseHTTPRequestHandler):
     @property
     def _read_timeout(self) -> float:
         return float(self.server.read_timeout)  # type: ignore[attr-defined]
+
+    def handle_one_request(self) -> None:
+        # the head (request line and headers) must be complete within the read timeout, however
+        # slowly it trickles in: the server's watchdog cuts the connection otherwise
+        watchdog: HeadWatchdog = self.server.watchdog  # type: ignore[attr-defined]
+        watchdog.watch(self.connection, self._read_timeout)
+        try:
+            super().handle_one_request()
+        finally:
+            watchdog.unwatch(self.connection)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the daemon log is for events
         pass
@@ -282,6 +293,7 @@ class ApiHandler(BaseHTTPRequestHandler):
         return None, {}, matched_path
 
     def _dispatch(self, method: str) -> None:
+        self.server.watchdog.unwatch(self.connection)  # type: ignore[attr-defined]  # the head is in
         # 1. the token, before anything else is looked at or read
         auth_error = self._auth_error()
         try:
@@ -388,6 +400,41 @@ class ApiHandler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
 
+class HeadWatchdog:
+    """Closes connections whose request head is not complete by its deadline (one thread for all)."""
+
+    def __init__(self) -> None:
+        self._deadlines: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        threading.Thread(target=self._run, name="api-head-watchdog", daemon=True).start()
+
+    def watch(self, conn: socket.socket, seconds: float) -> None:
+        with self._lock:
+            self._deadlines[conn] = time.monotonic() + seconds
+        self._wake.set()
+
+    def unwatch(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._deadlines.pop(conn, None)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.clear()  # before looking: a watch() from now on wakes the wait below
+            with self._lock:
+                now = time.monotonic()
+                late = [c for c, d in self._deadlines.items() if d <= now]
+                for c in late:
+                    del self._deadlines[c]
+                nearest = min(self._deadlines.values(), default=None)
+            for c in late:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)  # the handler's blocked read returns; it closes
+                except OSError:
+                    pass
+            self._wake.wait(max(0.05, nearest - now) if nearest is not None else None)
+
+
 class ApiServer(ThreadingHTTPServer):
     """The API on 127.0.0.1 (`port` 0 picks a free one); `routes` defaults to localcf.api's table."""
 
@@ -403,6 +450,7 @@ class ApiServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), ApiHandler)
         self.routes = routes
         self.read_timeout = read_timeout
+        self.watchdog = HeadWatchdog()
         self.controller = controller
         self.token = token
         self.info = info or dict
