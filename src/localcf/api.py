@@ -1,75 +1,21 @@
-"""The API: a CAPI v3 subset over HTTP on 127.0.0.1, every request behind the bearer token.
+"""The API's handlers: a CAPI v3 subset, one function per route.
 
-Only routing and HTTP live here; the rules are the controller's, the JSON shapes the presenters'.
+The HTTP layer (token, body framing and caps, the server) is `localcf.httpapi`; the rules are the
+controller's, the JSON shapes the presenters', field validation `localcf.validation`'s.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
-import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
 
 from . import presenters as P
+from . import validation as V
 from .controller import SPACE_GUID, ApiError, Controller, not_found, unprocessable
+from .httpapi import ROUTES, UPLOAD_MAX, ApiHandler, ApiServer, Raw, Request, Stream, Upgrade, route  # noqa: F401
 from .store import NotFound
 
-Handler = Callable[..., Any]
-ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
 GUID = r"(?P<guid>[^/]+)"
-
-
-def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        ROUTES.append((method, re.compile("^" + pattern + "$"), fn))
-        return fn
-    return deco
-
-
-class Request:
-    def __init__(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
-                 headers: Any, handler: "ApiHandler"):
-        self.method, self.path, self.query, self.body, self.headers = method, path, query, body, headers
-        self.handler = handler
-
-    def json(self) -> dict[str, Any]:
-        if not self.body:
-            return {}
-        try:
-            data = json.loads(self.body)
-        except ValueError as e:
-            raise ApiError(400, 1001, "CF-MessageParseError", f"Request invalid due to parse error: {e}") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, 1001, "CF-MessageParseError", "Request invalid due to parse error: expected an object")
-        return data
-
-    def q(self, name: str) -> list[str]:
-        vals = self.query.get(name) or []
-        return [v for item in vals for v in item.split(",") if v]
-
-
-class Raw:
-    """A non-JSON answer (a file download)."""
-
-    def __init__(self, data: bytes, content_type: str = "application/octet-stream"):
-        self.data, self.content_type = data, content_type
-
-
-class Upgrade:
-    """A connection taken over after `101 Switching Protocols`: `fn(rfile, socket)` runs on it."""
-
-    def __init__(self, fn: Callable[[Any, Any], None], protocol: str):
-        self.fn, self.protocol = fn, protocol
-
-
-class Stream:
-    """A streamed answer: an iterator of byte chunks, written as they come."""
-
-    def __init__(self, chunks: Any, content_type: str = "application/x-ndjson"):
-        self.chunks, self.content_type = chunks, content_type
 
 
 # ------------------------------------------------------------------------------------- handlers
@@ -105,6 +51,7 @@ def list_apps(req: Request) -> Any:
 def create_app(req: Request) -> Any:
     c = _c(req)
     body = req.json()
+    V.app_create(body)
     lifecycle = (body.get("lifecycle") or {}).get("data") or {}
     app = c.create_app(body.get("name", ""), lifecycle.get("buildpacks"), body.get("environment_variables"),
                        lifecycle.get("stack"))
@@ -122,6 +69,7 @@ def patch_app(req: Request, guid: str) -> Any:
     c = _c(req)
     app = c.app_by_guid(guid)
     body = req.json()
+    V.app_update(body)
     changes: dict[str, Any] = {}
     if "name" in body:
         changes["name"] = body["name"]
@@ -171,7 +119,9 @@ def get_env_vars(req: Request, guid: str) -> Any:
 @route("PATCH", f"/v3/apps/{GUID}/environment_variables")
 def patch_env_vars(req: Request, guid: str) -> Any:
     c = _c(req)
-    app = c.set_env(guid, req.json().get("var") or {})
+    body = req.json()
+    V.env_update(body)
+    app = c.set_env(guid, body.get("var") or {})
     return {"var": app.get("env") or {}}
 
 
@@ -201,6 +151,7 @@ def get_process(req: Request, guid: str) -> Any:
 def patch_process(req: Request, guid: str) -> Any:
     c = _c(req)
     body = req.json()
+    V.process_update(body)
     changes: dict[str, Any] = {}
     if "command" in body:
         changes["user_command"] = body["command"]
@@ -269,6 +220,7 @@ def create_sidecar(req: Request, guid: str) -> Any:
     c = _c(req)
     c.app_by_guid(guid)
     body = req.json()
+    V.sidecar_create(body)
     if c.store.first("sidecars", app_guid=guid, name=body.get("name")):
         raise unprocessable(f"Sidecar with name '{body.get('name')}' already exists for given app")
     sc = c.upsert_sidecar(guid, body.get("name", ""), body.get("command", ""), body.get("process_types") or [],
@@ -286,7 +238,7 @@ def create_package(req: Request) -> Any:
     return 201, P.package(c, c.create_package(app_guid))
 
 
-@route("POST", f"/v3/packages/{GUID}/upload")
+@route("POST", f"/v3/packages/{GUID}/upload", max_body=UPLOAD_MAX)
 def upload_package(req: Request, guid: str) -> Any:
     c = _c(req)
     try:
@@ -399,6 +351,7 @@ def apply_manifest(req: Request, guid: str) -> Any:
     c = _c(req)
     if guid != SPACE_GUID:
         raise not_found("Space")
+    V.manifest(req.body)
     c.apply_manifest(req.body, req.headers.get("Content-Type") or "application/x-yaml")
     return 202, {}
 
@@ -424,6 +377,7 @@ def list_buildpacks(req: Request) -> Any:
 def create_buildpack(req: Request) -> Any:
     c = _c(req)
     body = req.json()
+    V.buildpack_create(body)
     bp = c.create_buildpack(body.get("name", ""), body.get("position"), body.get("enabled", True),
                             body.get("locked", False), body.get("stack") or "cflinuxfs4")
     return 201, P.buildpack(c, bp)
@@ -447,14 +401,16 @@ def patch_buildpack(req: Request, guid: str) -> Any:
     c = _c(req)
     _buildpack(c, guid)
     body = req.json()
+    V.buildpack_update(body)
     changes = {k: body[k] for k in ("position", "enabled", "locked", "name", "stack") if k in body}
     return P.buildpack(c, c.update_buildpack(guid, **changes))
 
 
-@route("POST", f"/v3/buildpacks/{GUID}/upload")
+@route("POST", f"/v3/buildpacks/{GUID}/upload", max_body=UPLOAD_MAX)
 def upload_buildpack(req: Request, guid: str) -> Any:
     c = _c(req)
     _buildpack(c, guid)
+    V.buildpack_zip(req.body)
     filename = req.headers.get("X-Filename") or "buildpack.zip"
     return P.buildpack(c, c.upload_buildpack(guid, filename, req.body))
 
@@ -584,148 +540,6 @@ def ssh_forward(req: Request, guid: str) -> Any:
 @route("GET", "/localcf/v1/info")
 def localcf_info(req: Request) -> Any:
     return req.handler.server.info()  # type: ignore[attr-defined]
-
-
-# ----------------------------------------------------------------------------------- the server
-
-class ApiHandler(BaseHTTPRequestHandler):
-    server_version = "localcf"
-    protocol_version = "HTTP/1.1"
-    # head and body go out in two writes; with Nagle on, a keep-alive client waits 40 ms for the body
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: the daemon log is for events
-        pass
-
-    def _send_json(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _authorized(self) -> bool:
-        auth = self.headers.get("Authorization", "")
-        token = self.server.token  # type: ignore[attr-defined]
-        if not auth:
-            self._send_json(401, {"errors": [{"code": 10002, "title": "CF-NotAuthenticated",
-                                               "detail": "Authentication error"}]})
-            return False
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
-            self._send_json(401, {"errors": [{"code": 1000, "title": "CF-InvalidAuthToken",
-                                               "detail": "Invalid Auth Token"}]})
-            return False
-        return True
-
-    def _dispatch(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        if not self._authorized():
-            return
-        parts = urlsplit(self.path)
-        path = parts.path.rstrip("/") or "/"
-        req = Request(method, path, parse_qs(parts.query), body, self.headers, self)
-        matched_path = False
-        for m, pattern, fn in ROUTES:
-            match = pattern.match(path)
-            if not match:
-                continue
-            matched_path = True
-            if m != method:
-                continue
-            try:
-                result = fn(req, **match.groupdict())
-            except ApiError as e:
-                self._send_json(e.status, e.body())
-                return
-            except Exception as e:  # report, keep serving
-                self.server.log_error(f"{method} {path}: {e!r}")  # type: ignore[attr-defined]
-                self._send_json(500, {"errors": [{"code": 10001, "title": "UnknownError",
-                                                   "detail": f"An unknown error occurred: {e}"}]})
-                return
-            self._respond(result)
-            return
-        if matched_path:
-            self._send_json(405, {"errors": [{"code": 10000, "title": "CF-NotFound",
-                                               "detail": f"{method} is not allowed on {path}"}]})
-        else:
-            self._send_json(404, {"errors": [{"code": 10000, "title": "CF-NotFound",
-                                               "detail": "Unknown request"}]})
-
-    def _respond(self, result: Any) -> None:
-        status = 200
-        if isinstance(result, tuple):
-            status, result = result
-        if isinstance(result, Raw):
-            self.send_response(status)
-            self.send_header("Content-Type", result.content_type)
-            self.send_header("Content-Length", str(len(result.data)))
-            self.end_headers()
-            self.wfile.write(result.data)
-        elif isinstance(result, Upgrade):
-            self.send_response(101)
-            self.send_header("Connection", "Upgrade")
-            self.send_header("Upgrade", result.protocol)
-            self.end_headers()
-            self.wfile.flush()
-            self.close_connection = True
-            try:
-                result.fn(self.rfile, self.connection)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-        elif isinstance(result, Stream):
-            self.send_response(status)
-            self.send_header("Content-Type", result.content_type)
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.close_connection = True
-            try:
-                for chunk in result.chunks:
-                    self.wfile.write(chunk)
-                    self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-        else:
-            self._send_json(status, result)
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-
-class ApiServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, controller: Controller, token: str, port: int = 0,
-                 info: Callable[[], dict[str, Any]] | None = None):
-        super().__init__(("127.0.0.1", port), ApiHandler)
-        self.controller = controller
-        self.token = token
-        self.info = info or (lambda: {})
-        controller.base_url = f"http://127.0.0.1:{self.server_address[1]}"
-
-    def log_error(self, msg: str) -> None:
-        import sys
-        print(f"localcf api: {msg}", file=sys.stderr, flush=True)
-
-    def serve_in_thread(self) -> threading.Thread:
-        t = threading.Thread(target=self.serve_forever, name="api", daemon=True)
-        t.start()
-        return t
 
 
 # resources kept in modules of their own register their routes when imported

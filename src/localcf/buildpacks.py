@@ -310,3 +310,25 @@ def _zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:
 
     t = time.localtime(max(mtime, 315532800))  # zip dates start in 1980
     return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def buildpack_upload_problem(data: bytes) -> str | None:
+    """What is wrong with a buildpack zip's bytes (None when nothing is): it must be a readable zip
+    whose entries all stay inside it and that holds bin/.
+
+    It is extracted into a scratch folder with the same checks staging applies, so a zip refused
+    here is one that would fail every staging later. Used by the API and, before it creates a
+    record, by the command."""
+    if not data:
+        return "the upload is empty; upload a buildpack zip file"
+    with tempfile.TemporaryDirectory(prefix="localcf-bp-check-") as tmp:
+        zpath = Path(tmp) / "upload.zip"
+        zpath.write_bytes(data)
+        dest = Path(tmp) / "x"
+        dest.mkdir()
+        try:
+            extract_zip(zpath, dest)
+            buildpack_root(dest, "the uploaded zip")
+        except BuildpackError as err:
+            return str(err).replace(str(zpath), "the uploaded zip")
+    return None

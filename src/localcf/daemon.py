@@ -16,21 +16,44 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from .paths import StateDir
 
+if TYPE_CHECKING:  # the daemon's parts are imported when wired: the client need not load them
+    from .cell import Cell
+    from .controller import Controller
+    from .httpapi import ApiServer
+    from .logstream import LogStream
+    from .router import Router
+    from .runtime import Runtime
+    from .stager import Stager
+    from .store import Store
+
 SYSTEM_BUILDPACKS_DIR = Path(__file__).resolve().parent / "system_buildpacks"
 SYSTEM_BUILDPACKS = ("python_buildpack", "binary_buildpack")
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
+EXIT_FAILED = 1
+"""The daemon's exit status when it cannot start (the cause is in its log)."""
+EXIT_LOCKED = 3
+"""The daemon's exit status when another daemon already holds the state dir."""
+LOG_SHOWN_MAX = 64 * 1024
+"""At most this much of the daemon's log goes into a start error (the end, where the cause is)."""
 
 
 class DaemonError(Exception):
     """The daemon could not be started, reached or stopped."""
+
+
+class StateDirTaken(DaemonError):
+    """Another daemon holds the state dir (its flock on `daemon.lock`)."""
 
 
 def read_endpoint(state: StateDir) -> dict[str, Any] | None:
@@ -68,34 +91,127 @@ def is_running(state: StateDir) -> dict[str, Any] | None:
     return ep if r.status_code == 200 else None
 
 
+def _lock_held(path: Path) -> bool:
+    """Whether another process holds an exclusive flock on `path` (which is created if missing)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops our lock, if we got it
+    return False
+
+
+def _log_since(log: Path, offset: int) -> str:
+    """What the daemon wrote to its log from `offset` on (this start's lines), for an error message."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError as e:
+        return f"(its log {log} cannot be read: {e})"
+    text = data.decode("utf-8", errors="replace").rstrip()
+    if len(text) > LOG_SHOWN_MAX:
+        text = f"(earlier lines are in {log})\n" + text[-LOG_SHOWN_MAX:].split("\n", 1)[-1]
+    return text or "(it wrote nothing to its log)"
+
+
+def _log_size(log: Path) -> int:
+    try:
+        return log.stat().st_size
+    except OSError:
+        return 0
+
+
+def _wait_running(state: StateDir, deadline: float, pid: int | None = None) -> dict[str, Any] | None:
+    """The endpoint of the daemon (of `pid`, if given) once it answers, or None at the deadline."""
+    while time.monotonic() < deadline:
+        ep = read_endpoint(state)
+        if ep and (pid is None or ep.get("pid") == pid) and is_running(state):
+            return ep
+        time.sleep(0.02)
+    return None
+
+
+def _prepare(state: StateDir) -> StateDir:
+    if state.root.exists() and not state.root.is_dir():
+        raise DaemonError(f"cannot use the state dir {state.root}: it is not a folder. Set LOCALCF_HOME to "
+                          "a folder you can write, or move that file away.")
+    try:
+        state.ensure()
+        state.token()
+    except OSError as e:
+        raise DaemonError(f"cannot use the state dir {state.root}: {e}. Set LOCALCF_HOME to a folder "
+                          "you can write, or remove what is in the way.") from None
+    return state
+
+
 def start(state: StateDir | None = None, timeout: float = START_TIMEOUT) -> dict[str, Any]:
-    """Start the daemon unless it runs; returns its endpoint record."""
-    state = (state or StateDir()).ensure()
+    """Start the daemon unless it runs; returns its endpoint record.
+
+    Starters take turns (an flock on `start.lock` in the state dir): the first one spawns the
+    daemon and waits until it answers; the others then find it running. A starter that finds a
+    daemon holding the state dir but not answering yet (still starting) waits for it. If the
+    daemon exits while starting, the error carries what it wrote to its log, the cause included."""
+    state = _prepare(state or StateDir())
     ep = is_running(state)
     if ep:
         return ep
-    state.token()
-    log = open(state.daemon_log, "ab")
+    deadline = time.monotonic() + timeout
+    lock_fd = os.open(state.start_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise DaemonError(f"another `localcf start` on {state.root} did not finish within "
+                                      f"{timeout:.0f}s; see {state.daemon_log}") from None
+                time.sleep(0.02)
+        ep = is_running(state)
+        if ep:
+            return ep
+        if _lock_held(state.lock_file):
+            # a daemon holds the state dir but does not answer yet: it is still starting
+            ep = _wait_running(state, deadline)
+            if ep:
+                return ep
+            raise DaemonError(f"a localcf daemon holds {state.root} but did not answer within {timeout:.0f}s; "
+                              f"see {state.daemon_log}")
+        return _spawn(state, deadline, timeout)
+    finally:
+        os.close(lock_fd)
+
+
+def _spawn(state: StateDir, deadline: float, timeout: float) -> dict[str, Any]:
+    offset = _log_size(state.daemon_log)
     env = dict(os.environ, LOCALCF_HOME=str(state.root), PYTHONUNBUFFERED="1")
     src = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.Popen([sys.executable, "-m", "localcf.daemon"], stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=log, env=env, start_new_session=True, close_fds=True)
-    log.close()
-    deadline = time.monotonic() + timeout
+    with open(state.daemon_log, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "localcf.daemon"], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, env=env, start_new_session=True, close_fds=True)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            # lost the race to another starter, which is fine if that one answers
-            ep = is_running(state)
-            if ep:
-                return ep
-            raise DaemonError(f"localcf daemon exited with status {proc.returncode} while starting; "
-                              f"see {state.daemon_log}")
+            if proc.returncode == EXIT_LOCKED:
+                # another daemon (one started by hand) got the state dir first: use it once it answers
+                ep = _wait_running(state, deadline)
+                if ep:
+                    return ep
+            raise DaemonError(f"localcf daemon exited with status {proc.returncode} while starting:\n"
+                              f"{_log_since(state.daemon_log, offset)}\n"
+                              f"(its log is {state.daemon_log})")
         ep = read_endpoint(state)
         if ep and ep.get("pid") == proc.pid and is_running(state):
             return ep
         time.sleep(0.02)
-    raise DaemonError(f"localcf daemon did not answer within {timeout:.0f}s; see {state.daemon_log}")
+    raise DaemonError(f"localcf daemon (pid {proc.pid}) did not answer within {timeout:.0f}s; what it wrote:\n"
+                      f"{_log_since(state.daemon_log, offset)}\n(its log is {state.daemon_log})")
 
 
 def stop(state: StateDir | None = None, timeout: float = STOP_TIMEOUT) -> bool:
@@ -129,37 +245,99 @@ def dir_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+@dataclass
+class Parts:
+    """The daemon's parts, built by `wire`."""
+
+    store: Store
+    logs: LogStream
+    runtime: Runtime
+    controller: Controller
+    cell: Cell
+    stager: Stager
+    router: Router
+    api: ApiServer
+
+
+def api_port() -> int:
+    """The API's port: `$LOCALCF_API_PORT`, else 0 (any free port)."""
+    value = os.environ.get("LOCALCF_API_PORT", "").strip()
+    if not value:
+        return 0
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise DaemonError(f"LOCALCF_API_PORT={value!r} is not a port number (0 to 65535)")
+    return int(value)
+
+
+def read_timeout() -> float:
+    """Seconds the API waits on a silent connection: `$LOCALCF_API_READ_TIMEOUT`, else 30."""
+    from .httpapi import READ_TIMEOUT
+    value = os.environ.get("LOCALCF_API_READ_TIMEOUT", "").strip()
+    if not value:
+        return READ_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0
+    if not seconds > 0:
+        raise DaemonError(f"LOCALCF_API_READ_TIMEOUT={value!r} is not a positive number of seconds")
+    return seconds
+
+
+def wire(state: StateDir, info: Callable[[], dict[str, Any]]) -> Parts:
+    """Build every part of the daemon in one place, each given what it depends on.
+
+    Nothing runs yet: `Daemon.run` starts the parts once all of them exist."""
+    from .api import ApiServer  # localcf.httpapi's server, with localcf.api's handlers registered
+    from .cell import Cell
+    from .controller import Controller
+    from .logstream import LogStream
+    from .router import Router, RouterError
+    from .runtime import Runtime
+    from .security_groups import staging_task_runner
+    from .stager import Stager
+    from .store import Store
+
+    port, timeout = api_port(), read_timeout()  # settings first: a bad one stops us before anything runs
+    store = Store(state.db)
+    logs = LogStream(store)
+    runtime = Runtime(state.containers)
+    # TODO(merge): call `runtime.reclaim()` here, once Runtime has it: it removes container folders
+    # a killed daemon left behind, before the cell starts any container.
+    controller = Controller(state, store, logs)
+    # the cell runs instances and staging tasks in the container runtime; the router fronts it
+    cell = Cell(controller, runtime)
+    controller.cell = cell
+    # staging egress follows the staging security groups, decided afresh for every staging task
+    stager = Stager(controller, staging_task_runner(store, cell.task_runner, cell.runtime_mode))
+    controller.stager = stager
+    try:
+        router = Router(cell, logs.emit, log_batch=logs.emit_many)
+    except RouterError as e:
+        raise DaemonError(f"the router cannot start: {e}") from None
+    try:
+        api = ApiServer(controller, state.token(), port=port, info=info, read_timeout=timeout)
+    except OSError as e:
+        router.shutdown()
+        raise DaemonError(f"the API cannot listen on 127.0.0.1:{port}"
+                          f"{' (from $LOCALCF_API_PORT)' if port else ''}: {e}") from None
+    return Parts(store, logs, runtime, controller, cell, stager, router, api)
+
+
 class Daemon:
     """Everything that lives in the daemon process."""
 
     def __init__(self, state: StateDir):
-        from .api import ApiServer
-        from .cell import Cell
-        from .controller import Controller
-        from .logstream import LogStream
-        from .router import Router
-        from .security_groups import staging_task_runner
-        from .stager import Stager
-        from .store import Store
-
         self.state = state.ensure()
-        self._lock_file = open(self.state.root / "daemon.lock", "w")
+        self._lock_file = open(self.state.lock_file, "w")  # noqa: SIM115 (held for the daemon's life)
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise DaemonError(f"another localcf daemon holds {self.state.root}") from None
-        self.store = Store(self.state.db)
-        self.logs = LogStream(self.store)
-        self.controller = Controller(self.state, self.store, self.logs)
-        # the cell runs instances and staging tasks in the container runtime; the router fronts it
-        self.cell = Cell(self.controller)
-        self.controller.cell = self.cell
-        # staging egress follows the staging security groups, decided afresh for every staging task
-        self.stager = Stager(self.controller, staging_task_runner(
-            self.store, self.cell.task_runner, self.cell.runtime_mode))
-        self.controller.stager = self.stager
-        self.router = Router(self.cell, self.logs.emit, log_batch=self.logs.emit_many)
-        self.api = ApiServer(self.controller, self.state.token(), info=self.info)
+            raise StateDirTaken(f"another localcf daemon holds {self.state.root}") from None
+        parts = wire(self.state, self.info)
+        self.store, self.logs, self.runtime = parts.store, parts.logs, parts.runtime
+        self.controller, self.cell, self.stager = parts.controller, parts.cell, parts.stager
+        self.router, self.api = parts.router, parts.api
         self.stopping = threading.Event()
 
     def info(self) -> dict[str, Any]:
@@ -227,11 +405,18 @@ class Daemon:
 
 
 def main() -> None:
+    """The daemon process: exit status 3 when another daemon holds the state dir, 1 when it cannot
+    start (the cause, in full, on stderr: the starter shows it)."""
     try:
-        Daemon(StateDir()).run()
+        daemon = Daemon(StateDir())
     except DaemonError as e:
-        print(f"localcf: {e}", file=sys.stderr)
-        sys.exit(3)
+        print(f"localcf: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_LOCKED if isinstance(e, StateDirTaken) else EXIT_FAILED)
+    except Exception as e:  # noqa: BLE001 (any failure to start: shown in full, exit 1)
+        traceback.print_exc()
+        print(f"localcf: the daemon could not start: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_FAILED)
+    daemon.run()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 
@@ -22,7 +23,7 @@ class StateDir:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else state_dir()
 
-    def ensure(self) -> "StateDir":
+    def ensure(self) -> StateDir:
         for d in (self.root, self.blobs, self.packages, self.droplets, self.buildpacks,
                   self.caches, self.staging, self.containers, self.logs):
             d.mkdir(parents=True, exist_ok=True)
@@ -45,6 +46,16 @@ class StateDir:
     def endpoint_file(self) -> Path:
         """JSON with the API and router ports of the running daemon."""
         return self.root / "daemon.json"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held (flock) by the running daemon for its whole life: one daemon per state dir."""
+        return self.root / "daemon.lock"
+
+    @property
+    def start_lock(self) -> Path:
+        """Held (flock) by a starter while it starts the daemon: starters take turns."""
+        return self.root / "start.lock"
 
     @property
     def daemon_log(self) -> Path:
@@ -84,12 +95,25 @@ class StateDir:
         return self.root / "logs"
 
     def token(self) -> str:
-        """The API's bearer token, created on first use with mode 0600."""
+        """The API's bearer token, created on first use with mode 0600.
+
+        Safe when many processes ask at once: the token is written whole to a private file, then
+        linked into place; whoever links first wins and everybody reads that one."""
         self.ensure()
         path = self.token_file
         if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(32))
+            fd, tmp = tempfile.mkstemp(prefix=".token-", dir=self.root)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_urlsafe(32))
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    pass
+            finally:
+                os.unlink(tmp)
         os.chmod(path, 0o600)
-        return path.read_text().strip()
+        token = path.read_text().strip()
+        if not token:
+            raise OSError(f"the token file {path} is empty: remove it, and localcf makes a new one")
+        return token

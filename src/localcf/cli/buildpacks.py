@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from .. import output
+from ..buildpacks import buildpack_upload_problem
 from .base import USER, CommandFailed, client, confirm_delete, fail_on_client_errors, main
 
 
@@ -52,6 +53,9 @@ def create_buildpack(name: str, path: str, position: int, disable: bool) -> None
     """Create an admin buildpack from a directory or zip (cf create-buildpack)."""
     c = client()
     filename, data = _buildpack_zip(path)
+    problem = buildpack_upload_problem(data)  # the API refuses it too; checked first, so no record is made
+    if problem:
+        raise CommandFailed(f"The buildpack upload is invalid: {problem}")
     click.echo(f"Creating buildpack {name} as {USER}...")
     bp = c.post("/v3/buildpacks", {"name": name, "position": position, "enabled": not disable})
     click.echo("OK")
