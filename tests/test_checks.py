@@ -210,10 +210,18 @@ class NeverRestarts(Target):
     def outside_host(self, app: str) -> str:
         return "127.0.0.1"
 
+    def install_buildpack(self, directory: Path, name: str, manifest: Path) -> str:
+        raise AssertionError("no buildpack expected")
+
+    def remove_buildpack(self, name: str) -> None:
+        raise AssertionError("no buildpack expected")
+
     def events(self, app: str, types: Sequence[str] = ()) -> list[Event]:
-        return [Event("e1", "app.crash", "2024-01-01T00:00:00Z", {
-            "index": 0, "reason": "CRASHED", "crash_count": 1,
-            "exit_description": "APP/PROC/WEB/SIDECAR/CONFIG-SERVER: Exited with status 137"})]
+        crash = {"instance": "i-1", "index": 0, "reason": "CRASHED",
+                 "exit_description": "APP/PROC/WEB/SIDECAR/CONFIG-SERVER: Exited with status 137"}
+        recorded = [Event("e1", "app.crash", "2024-01-01T00:00:00Z", crash),
+                    Event("e2", "audit.app.process.crash", "2024-01-01T00:00:00Z", dict(crash, crash_count=1))]
+        return [e for e in recorded if not types or e.type in types]
 
     def instances(self, app: str, process_type: str = "web") -> list[Instance]:
         self.polls += 1

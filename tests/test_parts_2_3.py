@@ -19,7 +19,8 @@ from sidecarlab import blobstore, checks, sidecar, supply_buildpack, tutorial
 from sidecarlab.checks import CheckFailed
 from sidecarlab.supply_buildpack import DOWNLOAD_SUPPLY, PLACEHOLDER_SUPPLY, BuildpackError
 from sidecarlab.targets import CFTarget, CommandError, LocalTarget
-from test_blobstore import blobstore_processes, free_port, wait_until_gone
+from conftest import free_port
+from test_blobstore import blobstore_processes, wait_until_gone
 
 PLACEHOLDER = {"name": "placeholder", "process_types": ["web"], "command": "./placeholder-sidecar"}
 # The seed's bin/supply: curl -sSf alone, without saying which URL failed.
@@ -284,6 +285,7 @@ def test_cf_target_creates_then_updates_an_admin_buildpack(tmp_path: Path, monke
     monkeypatch.setenv("CF_STAND_IN_STATE", str(tmp_path / "created"))
     monkeypatch.setenv("CF_USERNAME", "admin")
     monkeypatch.setenv("CF_PASSWORD", "pw")
+    monkeypatch.setenv("SIDECARLAB_WORK", str(tmp_path / "work"))
     cf = CFTarget("https://api.example.com", "org", "space", echo=False)
     bp = supply_buildpack.write_buildpack(tmp_path / "bp", PLACEHOLDER_SUPPLY).directory
 
@@ -292,11 +294,11 @@ def test_cf_target_creates_then_updates_an_admin_buildpack(tmp_path: Path, monke
     assert supply_buildpack.install_buildpack(cf, bp, "sidecar_buildpack", tmp_path / "manifest.yml") == \
         "sidecar_buildpack"
     supply_buildpack.remove_buildpack(cf, "sidecar_buildpack")
-    verbs = [c for c in map(json.loads, log.read_text().splitlines()) if c[0] not in ("api", "auth", "target", "curl")]
+    verbs = [c for c in map(json.loads, log.read_text().splitlines()) if c[0] not in ("version", "api", "auth", "target", "curl")]
     assert verbs == [["create-buildpack", "sidecar_buildpack", str(bp), "999"],
                      ["update-buildpack", "sidecar_buildpack", "-p", str(bp)],
                      ["delete-buildpack", "sidecar_buildpack", "-f"]]
 
     monkeypatch.setenv("CF_STAND_IN_NOT_ADMIN", "1")
-    with pytest.raises(BuildpackError, match="needs the Cloud Foundry admin role"):
+    with pytest.raises(BuildpackError, match="need the Cloud Foundry admin role"):
         supply_buildpack.install_buildpack(cf, bp, "sidecar_buildpack", tmp_path / "manifest.yml")

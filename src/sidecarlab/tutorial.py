@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import yaml
 
 from .checks import PASSED_MARK, SKIPPED_MARK
-from .sidecar import project_root
+from .paths import checkout_dir, work_root
 
 __all__ = [
     "NotebookResult",
@@ -95,8 +95,7 @@ class RunReport:
 # -------------------------------------------------------------------------------- locations
 
 def _root() -> Path:
-    root = project_root()
-    return root if root is not None else Path.cwd()
+    return checkout_dir()
 
 
 def default_notebooks_dir() -> Path:
@@ -109,14 +108,9 @@ def default_out_dir() -> Path:
     return _root() / "build"
 
 
-def _work_root() -> Path:
-    # SIDECARLAB_WORK moves the scratch space (tests point it at a temporary directory).
-    return Path(os.environ.get("SIDECARLAB_WORK") or _root() / "work")
-
-
 def work_dir(*parts: str) -> Path:
     """A scratch directory under the checkout's git-ignored `work/` (or $SIDECARLAB_WORK), created."""
-    path = _work_root().joinpath(*parts)
+    path = work_root().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -124,7 +118,7 @@ def work_dir(*parts: str) -> Path:
 def remove_work_dir(path: Path) -> None:
     """Delete a directory made by `work_dir`/`copy_fixture_app` (refuses anything outside `work/`)."""
     path = Path(path).resolve()
-    root = _work_root().resolve()
+    root = work_root().resolve()
     if not path.is_relative_to(root) or path == root:
         raise TutorialError(f"Refusing to delete {path}: only directories under {root} are work dirs.")
     shutil.rmtree(path, ignore_errors=True)

@@ -1,158 +1,41 @@
-"""Checks: each proves one claim of the tutorial on any target.
-
-A check prints exactly one line: `✅ <what was proven>`, or `⏭️ skipped: <claim> (<why>)` when the
-target cannot show it (a claim about container isolation on a platform without containers is
-never reported as passed). Otherwise it raises `CheckFailed` with what was expected, what was seen
-and a hint: the learner's feedback in the notebook, and CI's failure message.
-"""
+"""The claims of Part 1: an app with a sidecar answers, the API and `cf app` show the sidecar, both
+run in one container, the sidecar's port is private, logs, crashes and recovery, memory."""
 
 from __future__ import annotations
 
-import functools
-import inspect
-import ipaddress
 import json
-import re
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, NoReturn, Optional, TypeVar
+from typing import Any, Callable, Optional
 
 import requests
 
-from .targets import HttpResponse, Instance, LogLine, Target, TargetError
+from ..targets import Event, HttpResponse, Instance, LogLine, Target, TargetError
+from .core import DEFAULT_DEADLINE, check, fail
+from .core import poll as _poll
+from .core import short as _short
+from .snapshot import container_snapshot
 
 __all__ = [
     "CONFIG",
     "GREETING",
     "SIDECAR_DOWN",
-    "CheckFailed",
-    "CheckResult",
-    "ContainerSnapshot",
     "app_answers",
     "cf_app_shows_sidecar",
-    "check",
     "codependent_crash",
     "config_from_sidecar",
-    "container_snapshot",
-    "fail",
     "logs_show_app_and_sidecar",
     "memory_limit_carved",
     "processes_in_one_container",
-    "show_sockets",
-    "wait_until_reachable",
     "sidecar_crash_recovers",
     "sidecar_listening",
     "sidecar_port_private",
     "sidecar_registered",
+    "wait_until_reachable",
 ]
 
 GREETING = "Hi, I'm an app with a sidecar!"
 CONFIG = {"Scope": "some-service.admin", "Password": "not-a-real-p4$$w0rd"}
 SIDECAR_DOWN = {"error": "error connecting to local config-server"}
-
-PASSED_MARK = "✅"
-SKIPPED_MARK = "⏭️"
-FAILED_MARK = "❌"
-
-# How long a check waits for the platform to get somewhere (a restart, a route). A guard
-# against hanging, not a performance claim.
-DEFAULT_DEADLINE = 60.0
-POLL_SECONDS = 0.5
-
-
-class CheckFailed(AssertionError):
-    """A claim did not hold: what was checked, what was expected, what was seen, what to do."""
-
-    def __init__(self, what: str, expected: str, seen: str, hint: str) -> None:
-        self.what, self.expected, self.seen, self.hint = what, expected, seen, hint
-        super().__init__(
-            f"{FAILED_MARK} {what}\n"
-            f"   expected: {expected}\n"
-            f"   seen:     {seen}\n"
-            f"   hint:     {hint}"
-        )
-
-
-@dataclass
-class CheckResult:
-    """The outcome of a check that did not fail: passed (with what it proved) or skipped (why)."""
-
-    status: str
-    statement: str
-    reason: str = ""
-    data: Any = None
-
-    @property
-    def passed(self) -> bool:
-        """True when the claim was proven (a skipped check did not prove it)."""
-        return self.status == "passed"
-
-    def line(self) -> str:
-        """The one line the check prints."""
-        if self.status == "passed":
-            return f"{PASSED_MARK} {self.statement}"
-        return f"{SKIPPED_MARK} skipped: {self.statement} ({self.reason})"
-
-    def __repr__(self) -> str:
-        return self.line()
-
-    def _ipython_display_(self) -> None:
-        # The check already printed its line; a notebook should not show it twice.
-        pass
-
-
-class _Fail(Exception):
-    def __init__(self, expected: str, seen: str, hint: str) -> None:
-        super().__init__(expected)
-        self.expected, self.seen, self.hint = expected, seen, hint
-
-
-def fail(expected: str, seen: str, hint: str) -> NoReturn:
-    """Inside a check: stop with what was expected, what was seen and a hint."""
-    raise _Fail(expected, seen, hint)
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def check(claim: str, *, needs_isolation: bool = False) -> Callable[[F], Callable[..., CheckResult]]:
-    """Make `fn(target, app, ...)` a check. `claim` is formatted with the call's arguments; `fn`
-    returns what it proved (a string, or a (string, data) pair) or calls `fail(...)`."""
-
-    def decorate(fn: F) -> Callable[..., CheckResult]:
-        signature = inspect.signature(fn)
-
-        @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> CheckResult:
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            what = claim.format(**bound.arguments)
-            target: Target = bound.arguments["target"]
-            if needs_isolation:
-                isolation = target.isolation()
-                if not isolation.isolated:
-                    return _report(CheckResult("skipped", what, isolation.reason))
-            try:
-                outcome = fn(*bound.args, **bound.kwargs)
-            except _Fail as f:
-                raise CheckFailed(what, f.expected, f.seen, f.hint) from None
-            except TargetError as exc:
-                raise CheckFailed(what, "the platform to answer the commands this check runs", str(exc),
-                                  "Is the app pushed and running? Look at `cf app` and "
-                                  "`cf logs --recent` for it, then run this cell again.") from None
-            statement, data = outcome if isinstance(outcome, tuple) else (outcome, None)
-            return _report(CheckResult("passed", statement, data=data))
-
-        run.claim = claim  # type: ignore[attr-defined]
-        run.needs_isolation = needs_isolation  # type: ignore[attr-defined]
-        return run
-
-    return decorate
-
-
-def _report(result: CheckResult) -> CheckResult:
-    print(result.line(), flush=True)
-    return result
 
 
 # ------------------------------------------------------------------------------ small helpers
@@ -175,21 +58,6 @@ def _router_hint(app: str, response: HttpResponse) -> str:
         return (f"The router reached an instance of '{app}' but it did not answer: the app may have "
                 f"just crashed. See `cf logs {app} --recent`.")
     return f"See `cf logs {app} --recent` for what the app printed."
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _poll(deadline: float, probe: Callable[[], Any]) -> Any:
-    """Call `probe` until it returns something truthy or `deadline` seconds pass; its last value."""
-    end = time.monotonic() + deadline
-    while True:
-        value = probe()
-        if value or time.monotonic() >= end:
-            return value
-        time.sleep(POLL_SECONDS)
 
 
 # ------------------------------------------------------------------------------- HTTP claims
@@ -287,131 +155,6 @@ def cf_app_shows_sidecar(target: Target, app: str, sidecar: str = "config-server
         fail(f"`sidecars:` naming {sidecar} under `type: {process_type}`", seen,
              "cf CLI v7+ prints sidecars per process; the sidecar must be attached to this process type.")
     return f"`cf app {app}` shows `sidecars: {', '.join(names)}` for type {process_type}"
-
-
-# ------------------------------------------------------------------------- inside the container
-
-_SNAPSHOT_SCRIPT = r"""
-for d in /proc/[0-9]*; do
-  p=${d#/proc/}
-  c=$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null)
-  [ -n "$c" ] || continue
-  echo "PROC $p $c"
-  m=$(tr '\0' '\n' < "$d/environ" 2>/dev/null | grep '^MEMORY_LIMIT=' | head -n 1)
-  [ -n "$m" ] && echo "ENV $p $m"
-  for f in "$d"/fd/*; do
-    l=$(readlink "$f" 2>/dev/null) || continue
-    case "$l" in socket:*) echo "SOCK $p $l";; esac
-  done
-done
-echo TCP
-cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
-"""
-
-_TCP_STATES = {
-    "01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
-    "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING",
-}
-
-
-@dataclass
-class TcpSocket:
-    """One line of /proc/net/tcp{,6}: addresses, state, and the owning PID when one still owns it."""
-
-    local: str
-    local_port: int
-    remote: str
-    remote_port: int
-    state: str
-    inode: int
-    pid: Optional[int] = None
-
-
-@dataclass
-class ContainerSnapshot:
-    """Processes (PID -> command line), their MEMORY_LIMIT, and TCP sockets, seen inside a container."""
-
-    processes: dict[int, str] = field(default_factory=dict)
-    memory_limits: dict[int, str] = field(default_factory=dict)
-    sockets: list[TcpSocket] = field(default_factory=list)
-
-    def pids_of(self, needle: str) -> list[int]:
-        """PIDs whose command line contains `needle` (the snapshot's own shell excluded)."""
-        return sorted(pid for pid, cmd in self.processes.items()
-                      if needle in cmd and "/proc/" not in cmd and "MEMORY_LIMIT" not in cmd)
-
-    def command(self, pid: Optional[int]) -> str:
-        return self.processes.get(pid, "?") if pid is not None else "-"
-
-
-def _hex_address(text: str) -> tuple[str, int]:
-    host_hex, port_hex = text.split(":")
-    raw = bytes.fromhex(host_hex)
-    # /proc/net/tcp prints each 32-bit word of the address in host (little-endian) byte order.
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    address = ipaddress.ip_address(words)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return str(address), int(port_hex, 16)
-
-
-def parse_snapshot(output: str) -> ContainerSnapshot:
-    """Parse what the snapshot script printed."""
-    snap = ContainerSnapshot()
-    owners: dict[int, int] = {}
-    in_tcp = False
-    for line in output.splitlines():
-        if line.strip() == "TCP":
-            in_tcp = True
-            continue
-        if not in_tcp:
-            kind, _, rest = line.partition(" ")
-            pid_text, _, value = rest.partition(" ")
-            if not pid_text.isdigit():
-                continue
-            pid = int(pid_text)
-            if kind == "PROC":
-                snap.processes[pid] = value.strip()
-            elif kind == "ENV":
-                snap.memory_limits[pid] = value.partition("=")[2].strip()
-            elif kind == "SOCK":
-                m = re.match(r"socket:\[(\d+)\]", value.strip())
-                if m:
-                    owners[int(m.group(1))] = pid
-            continue
-        fields = line.split()
-        if len(fields) < 10 or not fields[0].rstrip(":").isdigit():
-            continue
-        try:
-            local, local_port = _hex_address(fields[1])
-            remote, remote_port = _hex_address(fields[2])
-        except ValueError:
-            continue
-        inode = int(fields[9]) if fields[9].isdigit() else 0
-        snap.sockets.append(TcpSocket(local, local_port, remote, remote_port,
-                                      _TCP_STATES.get(fields[3].upper(), fields[3]), inode, owners.get(inode)))
-    return snap
-
-
-def container_snapshot(target: Target, app: str, index: int = 0) -> ContainerSnapshot:
-    """Processes and TCP sockets inside instance `index` of `app`, read from /proc over `cf ssh`
-    (works where neither `ss` nor `lsof` is installed)."""
-    return parse_snapshot(target.ssh(app, _SNAPSHOT_SCRIPT, index=index).output)
-
-
-def show_sockets(target: Target, app: str, port: Optional[int] = None, index: int = 0) -> None:
-    """Print an `lsof -i`-like table of the TCP sockets inside the container (only `port`'s if given)."""
-    snap = container_snapshot(target, app, index)
-    rows = [("COMMAND", "PID", "STATE", "LOCAL", "REMOTE")]
-    for s in snap.sockets:
-        if port is not None and port not in (s.local_port, s.remote_port):
-            continue
-        rows.append((_short(snap.command(s.pid).split(" ")[0].rsplit("/", 1)[-1], 20) if s.pid else "-",
-                     str(s.pid or "-"), s.state, f"{s.local}:{s.local_port}",
-                     f"{s.remote}:{s.remote_port}" if s.state != "LISTEN" else "*"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 @check("`ps aux` inside instance {index} of {app} shows the app ({app_command}) and the sidecar "
@@ -583,8 +326,20 @@ def logs_show_app_and_sidecar(target: Target, app: str, sidecar: str = "config-s
 
 # ----------------------------------------------------------------------------------- crashes
 
-def _crash_events(target: Target, app: str) -> list[Any]:
-    return target.events(app, types=("app.crash",))
+APP_CRASH = "app.crash"
+PROCESS_CRASH = "audit.app.process.crash"
+# What Diego writes when a sidecar (or the app) exits with status 0: today the bare error, joined
+# with `; ` to any other; older cells `2 error(s) occurred:\n\n* Codependent step exited\n* cancelled`.
+CODEPENDENT_EXIT = "Codependent step exited"
+
+
+def _crash_events(target: Target, app: str) -> list[Event]:
+    return target.events(app, types=(APP_CRASH,))
+
+
+def _codependent(description: str) -> bool:
+    return any(part.strip(" *\n") == CODEPENDENT_EXIT
+               for part in description.replace("\n", ";").split(";"))
 
 
 def _running_again(target: Target, app: str, process_type: str, index: int,
@@ -632,20 +387,31 @@ def _recovered(target: Target, app: str, process_type: str, index: int, deadline
 
 
 
-def _await_crash_event(target: Target, app: str, reason: str, index: int, deadline: float,
-                       what_to_run: str) -> list[Any]:
-    """The app.crash events of instance `index` with that exit description, polled until `deadline`."""
-    def matching() -> list[Any]:
+def _await_crash_event(target: Target, app: str, matches: Callable[[str], bool], shown: str, index: int,
+                       deadline: float, what_to_run: str) -> list[Event]:
+    """The app.crash events of instance `index` whose exit description `matches`, polled until `deadline`."""
+    def matching() -> list[Event]:
         return [e for e in _crash_events(target, app)
-                if e.data.get("exit_description") == reason and e.data.get("index", index) == index]
+                if matches(str(e.data.get("exit_description", ""))) and e.data.get("index", index) == index]
 
     events = _poll(deadline, matching)
     if not events:
         others = [e.data.get("exit_description") for e in _crash_events(target, app)]
-        fail(f"an app.crash event with exit_description {reason!r}",
+        fail(f"an app.crash event with exit_description {shown}",
              f"crash events: {others}" if others else f"no app.crash event within {deadline:.0f}s",
              f"{what_to_run} `cf events {app}` lists what the platform recorded.")
     return events
+
+
+def _process_crash_for(target: Target, app: str, crash: Event) -> Event | None:
+    """The audit.app.process.crash event of the same crash as the app.crash event `crash`: Cloud
+    Controller keeps the crash_count only there (app.crash metadata is a slice of the payload)."""
+    instance, index = crash.data.get("instance"), crash.data.get("index")
+    candidates = [e for e in target.events(app, types=(PROCESS_CRASH,))
+                  if e.data.get("index") == index and (not instance or e.data.get("instance") == instance)
+                  and str(e.data.get("exit_description", "")).startswith(
+                      str(crash.data.get("exit_description", ""))[:200])]
+    return candidates[-1] if candidates else None
 
 
 @check("kill -9 of {sidecar} crashes instance {index} of {app} (crash_count {crash_count}), and it comes "
@@ -656,17 +422,23 @@ def sidecar_crash_recovers(target: Target, app: str, sidecar: str = "config-serv
     """After the sidecar was killed: an app.crash event names it, then the instance runs again."""
     reason = f"APP/PROC/{process_type.upper()}/SIDECAR/{sidecar.upper()}: Exited with status {exit_status}"
 
-    events = _await_crash_event(target, app, reason, index, deadline,
+    events = _await_crash_event(target, app, lambda seen: seen == reason, repr(reason), index, deadline,
                                 f"Run the cell that kills the sidecar (`cf ssh {app} -c \"kill -9 $(pgrep {sidecar})\"`) "
                                 f"first.")
     event = events[-1]
-    if event.data.get("crash_count") != crash_count:
-        fail(f"crash_count {crash_count}", f"crash_count {event.data.get('crash_count')}",
+    process_event = _poll(min(deadline, 10.0), lambda: _process_crash_for(target, app, event))
+    if process_event is None:
+        fail(f"an {PROCESS_CRASH} event for the same crash (it carries crash_count)",
+             f"only the {APP_CRASH} event {event.data}",
+             f"Cloud Controller records both events for every crash; see `cf events {app}`.")
+    seen_count = process_event.data.get("crash_count")
+    if seen_count != crash_count:
+        fail(f"crash_count {crash_count}", f"crash_count {seen_count} (in {PROCESS_CRASH})",
              "crash_count counts the crashes of this instance in a row; it is 1 on a freshly pushed "
              "app. Run the notebook again from the top (its first cell deletes the app).")
     _recovered(target, app, process_type, index, deadline, "after the crash")
-    return (f"the crash was recorded (app.crash: {reason!r}, crash_count {crash_count}) and instance "
-            f"{index} of {app} is RUNNING again with /config working"), event
+    return (f"the crash was recorded (app.crash: {reason!r}; {PROCESS_CRASH}: crash_count {crash_count}) "
+            f"and instance {index} of {app} is RUNNING again with /config working"), event
 
 
 @check("when {sidecar} exits with status 0, the app is stopped with it and instance {index} of {app} "
@@ -674,9 +446,9 @@ def sidecar_crash_recovers(target: Target, app: str, sidecar: str = "config-serv
 def codependent_crash(target: Target, app: str, sidecar: str = "config-server", process_type: str = "web",
                       index: int = 0, deadline: float = DEFAULT_DEADLINE) -> tuple[str, Any]:
     """A sidecar's clean exit still crashes the instance, and the app's process is stopped with it."""
-    reason = "Codependent step exited"
+    reason = CODEPENDENT_EXIT
 
-    events = _await_crash_event(target, app, reason, index, deadline,
+    events = _await_crash_event(target, app, _codependent, f"saying {reason!r}", index, deadline,
                                 "Run the cell that stops the sidecar cleanly (`kill -TERM`; the config-server "
                                 "exits with status 0 on SIGTERM) first.")
     app_source = f"APP/PROC/{process_type.upper()}"
@@ -741,216 +513,3 @@ def wait_until_reachable(target: Target, app: str, path: str = "/", deadline: fl
             return False
 
     return bool(_poll(deadline, probe))
-
-
-# ------------------------------------------------------------ Parts 2 and 3: the sidecar buildpack
-
-from .supply_buildpack import SUPPLY_MARKER, find_in_droplet  # noqa: E402 (Parts 2 and 3 build on the above)
-
-__all__ += [
-    "download_error_line",
-    "download_failed",
-    "droplet_holds",
-    "latest_build",
-    "sidecar_logged",
-    "staging_failed",
-    "staging_log",
-    "supply_ran",
-]
-
-# Texts of the buildpack lifecycle (CF-BEHAVIOUR.md section 1) that say the buildpacks are in the
-# wrong order: a supply-only buildpack listed last, or a final-only one listed before it.
-_LAST_NOT_MULTI = ("Warning: the last buildpack is not compatible with multi-buildpack apps and cannot "
-                   "make use of any dependencies supplied by the buildpacks specified before it")
-_NOT_SUPPLY = ("Error: one of the buildpacks chosen to supply dependencies does not support "
-               "multi-buildpack apps")
-_CONTAINER_CREATED = "creating container for instance"
-STAGING_LOG_DEADLINE = 10.0
-
-
-def download_error_line(url: str, status: int | str) -> str:
-    """The line the Part 3 buildpack prints when a download fails: `Could not download URL: HTTP CODE`."""
-    return f"Could not download {url}: HTTP {status}"
-
-
-def latest_build(target: Target, app: str) -> Optional[dict[str, Any]]:
-    """The app's newest build (`/v3/apps/GUID/builds`), with its `state` and `error`, or None."""
-    builds = target.curl_all(f"/v3/apps/{target.app_guid(app)}/builds?order_by=created_at&per_page=5000")
-    # Sorting is stable: builds created in the same second keep the API's (creation) order.
-    return sorted(builds, key=lambda b: str(b.get("created_at", "")))[-1] if builds else None
-
-
-def staging_log(target: Target, app: str) -> list[LogLine]:
-    """The `[STG]` lines of the app's latest staging in `cf logs --recent` (from its container's start)."""
-    lines = [line for line in target.recent_logs(app) if line.source == "STG"]
-    starts = [i for i, line in enumerate(lines) if _CONTAINER_CREATED in line.message]
-    return lines[starts[-1]:] if starts else lines
-
-
-def _staging_log_with(target: Target, app: str, needles: Sequence[str], deadline: float) -> list[LogLine]:
-    """The latest staging's lines, waiting briefly until each needle appears (logs may lag the API)."""
-    seen: list[LogLine] = []
-
-    def probe() -> bool:
-        seen[:] = staging_log(target, app)
-        return all(any(n in line.message for line in seen) for n in needles)
-
-    _poll(deadline, probe)
-    return seen
-
-
-def _staging_hint(app: str, lines: Sequence[LogLine]) -> str:
-    text = "\n".join(line.message for line in lines)
-    if _LAST_NOT_MULTI in text or _NOT_SUPPLY in text or (
-            "Failed to compile droplet" in text and "bin/compile" in text):
-        return ("The buildpacks are in the wrong order. Only the LAST buildpack in `buildpacks:` is the final "
-                "one: it runs finalize (or compile) and decides how the app starts. Every buildpack before it "
-                "must be a supply buildpack (bin/supply). List the sidecar buildpack first and "
-                "python_buildpack last, then push again.")
-    if "Could not download" in text:
-        return ("bin/supply could not download the sidecar: the [STG] line above names the URL and the HTTP "
-                "status. Check the URL in the buildpack's .downloadurl (upload the binary again if it is "
-                "missing) and that anyone may read it.")
-    return (f"Read the [STG] lines of `cf logs {app} --recent`: the buildpack that failed printed why just "
-            "before `Exit status`.")
-
-
-def _tail_messages(lines: Sequence[LogLine], count: int = 6) -> str:
-    if not lines:
-        return "no [STG] lines at all"
-    return " | ".join(line.message.strip() for line in lines[-count:])
-
-
-@check("the latest staging of {app} ran the sidecar buildpack's bin/supply (its lines are in [STG/0])")
-def supply_ran(target: Target, app: str, marker: str = SUPPLY_MARKER,
-               deadline: float = STAGING_LOG_DEADLINE) -> tuple[str, Any]:
-    """The newest build is STAGED and its staging log holds the sidecar buildpack's own lines."""
-    build = latest_build(target, app)
-    if build is None:
-        fail(f"a build of {app}", "no build at all", "Push the app first (the push cell above).")
-    lines = _staging_log_with(target, app, [marker], deadline if build.get("state") == "STAGED" else 0.0)
-    ours = [line for line in lines if marker in line.message]
-    if build.get("state") != "STAGED":
-        fail(f"a successful staging whose [STG] lines include {marker!r}",
-             f"the latest build is {build.get('state')} ({build.get('error')}); its log ends: "
-             f"{_short(_tail_messages(lines), 600)}",
-             _staging_hint(app, lines))
-    if not ours:
-        fail(f"[STG] lines containing {marker!r} (printed by bin/supply)",
-             f"none among the {len(lines)} [STG] lines of the latest staging; it ends: "
-             f"{_short(_tail_messages(lines), 600)}",
-             "The sidecar buildpack did not run, or printed other lines. Is it listed under `buildpacks:` in "
-             "the manifest, first, before python_buildpack? Does its bin/supply echo lines starting with "
-             f"{marker!r}?")
-    return (f"the latest staging of {app} succeeded and ran the sidecar buildpack's bin/supply "
-            f"({len(ours)} line(s), e.g. {ours[0].message.strip()!r})"), ours
-
-
-@check("staging of {app} failed with {error!r}, and the staging log says why")
-def staging_failed(target: Target, app: str, error: str, log_contains: Sequence[str] = (),
-                   deadline: float = STAGING_LOG_DEADLINE) -> tuple[str, Any]:
-    """The newest build FAILED with a Cloud Controller error starting with `error`, and its staging
-    log has lines containing each of `log_contains` (e.g. the URL and HTTP status of a download)."""
-    build = latest_build(target, app)
-    if build is None:
-        fail(f"a failed build of {app}", "no build at all", "Run the push cell above first.")
-    if build.get("state") != "FAILED":
-        fail(f"the latest build FAILED with {error!r}", f"the latest build is {build.get('state')}",
-             "Run the push cell with the broken setting just above first: that push must fail (the "
-             "`--no-check` in `%cf --no-check push` lets the notebook go on).")
-    seen_error = str(build.get("error") or "")
-    if not seen_error.startswith(error):
-        fail(f"the error {error!r}", f"the error {seen_error!r}",
-             "Staging failed, but for another reason than this step expects: read the [STG] lines of "
-             f"`cf logs {app} --recent`.")
-    lines = _staging_log_with(target, app, list(log_contains), deadline)
-    missing = [n for n in log_contains if not any(n in line.message for line in lines)]
-    if missing:
-        fail(f"[STG] lines containing {missing}",
-             f"the latest staging's log ends: {_short(_tail_messages(lines, 10), 900)}",
-             "A failing buildpack should say what failed, with the URL and the HTTP status for a download. "
-             "Does bin/supply print `Could not download <url>: HTTP <code>` when curl fails?")
-    said = [next(line.message.strip() for line in lines if n in line.message) for n in log_contains]
-    why = f"; the log says {' / '.join(repr(s) for s in dict.fromkeys(said))}" if said else ""
-    return f"staging of {app} failed with {seen_error!r}{why}", build
-
-
-@check("the logs of {app} have lines from its sidecar {sidecar}")
-def sidecar_logged(target: Target, app: str, sidecar: str, text: Optional[str] = None, process_type: str = "web",
-                   index: int = 0, deadline: float = 30.0) -> tuple[str, Any]:
-    """`cf logs --recent` has lines tagged `[APP/PROC/<TYPE>/SIDECAR/<NAME>/<index>]` (containing `text`)."""
-    source = f"APP/PROC/{process_type.upper()}/SIDECAR/{sidecar.upper()}"
-    seen: list[LogLine] = []
-
-    def probe() -> list[LogLine]:
-        seen[:] = target.recent_logs(app)
-        return [line for line in seen if line.source == source and line.instance == str(index)
-                and (text is None or text in line.message)]
-
-    found = _poll(deadline, probe)
-    if not found:
-        tags = sorted({line.tag for line in seen})
-        of_sidecar = [line.message for line in seen if line.source == source]
-        what = f"lines tagged [{source}/{index}]" + (f" containing {text!r}" if text else "")
-        fail(what,
-             f"its lines: {_short(' | '.join(of_sidecar[-5:]), 500)}" if of_sidecar else
-             f"no [{source}/{index}] lines; tags present: {', '.join(tags) or 'none'}",
-             f"A sidecar's output is tagged with its name in capitals. If it has no lines, it did not start: "
-             f"is `{sidecar}` under `sidecars:` in the manifest, and did the buildpack install the file its "
-             f"command runs? See `cf logs {app} --recent`.")
-    return (f"{len(found)} line(s) tagged [{source}/{index}] in the logs of {app}, e.g. "
-            f"{found[-1].message!r}"), found
-
-
-@check("the droplet of {app} holds {path}")
-def droplet_holds(target: Target, app: str, path: str, sha256: Optional[str] = None) -> tuple[str, Any]:
-    """The app's current droplet (`cf download-droplet`) has the file `path`, executable, with `sha256`."""
-    found, siblings = find_in_droplet(target, app, path)
-    folder = path.strip("/").rsplit("/", 1)[0] if "/" in path.strip("/") else "."
-    if found is None:
-        fail(f"a file {path} in the droplet",
-             f"no such file; files under {folder}/: {_short(', '.join(siblings), 500) or 'none'}",
-             "What bin/supply writes into BUILD_DIR (its first argument) ends up under app/ in the droplet, "
-             "and $DEPS_DIR/$DEPS_IDX under deps/IDX/; anything written elsewhere is dropped. Check where "
-             "the buildpack writes the file, then push again.")
-    if "x" not in found.mode:
-        fail(f"{path} executable", f"mode {found.mode}",
-             "The sidecar's command runs the file, so bin/supply must `chmod +x` it.")
-    if sha256 is not None and found.sha256 != sha256:
-        fail(f"{path} with SHA-256 {sha256}", f"{path} with SHA-256 {found.sha256} ({found.size} bytes)",
-             "The droplet holds another binary than the one uploaded: the buildpack downloaded another object "
-             "(check .downloadurl: an older version?), or the binary was uploaded again after staging. "
-             f"Restage (`cf restage {app}`) to download it again.")
-    how = f"SHA-256 {found.sha256[:16]}..., the uploaded binary's" if sha256 else f"mode {found.mode}"
-    return f"the droplet of {app} holds {found.path} ({found.size} bytes, {how})", found
-
-
-@check("staging of {app} failed because the sidecar download failed, and says which URL and which HTTP status")
-def download_failed(target: Target, app: str, url: str, status: Optional[int | str] = None,
-                    error: str = "StagingError", deadline: float = STAGING_LOG_DEADLINE) -> tuple[str, Any]:
-    """The newest build FAILED (`error`, a failed supply buildpack), and its staging log has
-    `Could not download <url>: HTTP <status>` (any 3-digit status when `status` is None)."""
-    prefix = download_error_line(url, "")
-    build = latest_build(target, app)
-    if build is None or build.get("state") != "FAILED":
-        state = "no build at all" if build is None else f"the latest build is {build.get('state')}"
-        fail(f"the latest build FAILED with {error!r}", state,
-             "Run the push cell with the broken .downloadurl just above first: that push must fail (the "
-             "`--no-check` in `%cf --no-check push` lets the notebook go on).")
-    seen_error = str(build.get("error") or "")
-    lines = _staging_log_with(target, app, [prefix], deadline)
-    said = [line.message.strip() for line in lines if prefix in line.message]
-    if not seen_error.startswith(error):
-        fail(f"the error {error!r}", f"the error {seen_error!r}", _staging_hint(app, lines))
-    if not said:
-        fail(f"an [STG] line {prefix}<code>",
-             f"the latest staging's log ends: {_short(_tail_messages(lines, 10), 900)}",
-             "bin/supply should print which URL failed and the HTTP status curl got: "
-             "`echo \"Could not download $url: HTTP $code\"` with code from `curl -w '%{http_code}'`.")
-    codes = [re.match(r"(\d{3})", line.split(prefix, 1)[1]) for line in said]
-    found = [m.group(1) for m in codes if m]
-    if not found or (status is not None and str(status).zfill(3) not in found):
-        fail(download_error_line(url, status if status is not None else "<3-digit status>"), said[-1],
-             "The message must carry the HTTP status curl got (`-w '%{http_code}'`): 404 means the object "
-             "is missing, 403 that it is not public, 000 that nothing answered.")
-    return f"staging of {app} failed with {seen_error!r}; the log says {said[-1]!r}", said
