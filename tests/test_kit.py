@@ -13,9 +13,9 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from conftest import LocalCF
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from conftest import LocalCF
 from sidecarlab import blobstore, checks, supply_buildpack, tutorial
 from sidecarlab.checks import CheckFailed, part1
 from sidecarlab.supply_buildpack import BuildpackError

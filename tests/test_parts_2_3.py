@@ -9,18 +9,17 @@ import json
 import os
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import pytest
+from conftest import LocalCF, free_port
+from test_blobstore import blobstore_processes, wait_until_gone
 
-from conftest import LocalCF
 from sidecarlab import blobstore, checks, sidecar, supply_buildpack, tutorial
 from sidecarlab.checks import CheckFailed
 from sidecarlab.supply_buildpack import DOWNLOAD_SUPPLY, PLACEHOLDER_SUPPLY, BuildpackError
 from sidecarlab.targets import CFTarget, CommandError, LocalTarget
-from conftest import free_port
-from test_blobstore import blobstore_processes, wait_until_gone
 
 PLACEHOLDER = {"name": "placeholder", "process_types": ["web"], "command": "./placeholder-sidecar"}
 # The seed's bin/supply: curl -sSf alone, without saying which URL failed.
@@ -64,8 +63,8 @@ class Apps:
     def __init__(self, target: LocalTarget, workdir: Path) -> None:
         self.target, self.workdir, self.pushed = target, workdir, []
 
-    def push(self, supply: str, order: str = "first", downloadurl: Optional[str] = None,
-             sidecars: Optional[list[dict]] = None, check: bool = True) -> str:
+    def push(self, supply: str, order: str = "first", downloadurl: str | None = None,
+             sidecars: list[dict] | None = None, check: bool = True) -> str:
         name = f"bp-{uuid.uuid4().hex[:8]}"
         bp_dir = self.workdir / f"{name}-buildpack"
         supply_buildpack.write_buildpack(bp_dir, supply, downloadurl=downloadurl)

@@ -2,7 +2,8 @@
 
 Load it with `%load_ext sidecarlab.magics`; `sidecarlab.notebook.target_from_params(...)` also
 loads it and makes the target it creates the magic's target. Loading it also makes every kit error
-(`KitError`) and failed check (`CheckFailed`) show as its one message, without a Python traceback. `{name}` in the line is replaced by the notebook variable `name`;
+(`KitError`) and failed check (`CheckFailed`) show as its one message, without a Python traceback.
+`{name}` in the line is replaced by the notebook variable `name`;
 `$VAR` and `$(...)` are left alone for the shell on the platform (as in `cf ssh -c "..."`).
 A leading `--no-check` runs a command whose failure is expected or harmless (for example a
 `cf ssh` that kills the container it runs in).
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Any, Optional
+from typing import Any
 
 from IPython import get_ipython
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
@@ -54,24 +55,27 @@ class CfMagics(Magics):
 
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
-        self.target: Optional[Target] = None
+        self.target: Target | None = None
 
     def _find_target(self) -> Target:
         if self.target is not None:
             return self.target
-        found = [v for k, v in self.shell.user_ns.items() if isinstance(v, Target) and not k.startswith("_")]
+        found = [v for k, v in self._namespace().items() if isinstance(v, Target) and not k.startswith("_")]
         if len(found) == 1:
             return found[0]
         raise TargetError(
             "%cf has no target: run the setup cell that calls "
-            "sidecarlab.targets.target_from_params(...) first."
+            "sidecarlab.notebook.target_from_params(...) first."
         )
+
+    def _namespace(self) -> dict[str, Any]:
+        return self.shell.user_ns if self.shell is not None else {}
 
     @no_var_expand
     @line_magic
     def cf(self, line: str) -> None:
         """Echo `$ cf ARGS` and run it on the notebook's target, streaming its output."""
-        line = expand(line, self.shell.user_ns).strip()
+        line = expand(line, self._namespace()).strip()
         check = True
         if line.startswith("--no-check"):
             check = False

@@ -13,8 +13,8 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
 
 __all__ = [
     "GoToolchainMissing",
@@ -80,7 +80,7 @@ def go_binary() -> Path:
     )
 
 
-def project_root() -> Optional[Path]:
+def project_root() -> Path | None:
     """The Sidecar Lab checkout this package runs from (editable install), or None."""
     for parent in Path(__file__).resolve().parents:
         if (parent / _SOURCE_SUBDIR / "go.mod").is_file() and (parent / "pyproject.toml").is_file():
@@ -112,7 +112,7 @@ def host_goarch() -> str:
         ) from None
 
 
-def default_output(goos: str = "linux", goarch: Optional[str] = None) -> Path:
+def default_output(goos: str = "linux", goarch: str | None = None) -> Path:
     """Where ``build`` writes when no ``out`` is given: ``build/sidecar/config-server-GOOS-GOARCH``."""
     return _scratch_dir() / "sidecar" / f"config-server-{goos}-{goarch or host_goarch()}"
 
@@ -144,7 +144,7 @@ def _can_create(path: Path) -> bool:
     return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
 
 
-def _user_cache_dir(env: Mapping[str, str]) -> Optional[Path]:
+def _user_cache_dir(env: Mapping[str, str]) -> Path | None:
     # Mirrors Go's os.UserCacheDir on Linux, which is what an unset GOCACHE resolves to.
     if env.get("XDG_CACHE_HOME"):
         return Path(env["XDG_CACHE_HOME"])
@@ -153,7 +153,7 @@ def _user_cache_dir(env: Mapping[str, str]) -> Optional[Path]:
     return None
 
 
-def go_environment(base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+def go_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment to run ``go`` in: GOROOT, a persistent GOCACHE/GOPATH, no toolchain downloads.
 
     GOCACHE and GOPATH given in ``base`` (default: ``os.environ``) win. Otherwise Go's own defaults
@@ -180,7 +180,7 @@ def _run_go(
     args: Sequence[str],
     cwd: Path,
     env: Mapping[str, str],
-    log: Optional[Callable[[str], None]],
+    log: Callable[[str], None] | None,
 ) -> subprocess.CompletedProcess[str]:
     """Run go with stdout and stderr merged, passing each line to ``log`` as it arrives."""
     command = [str(go_binary()), *args]
@@ -215,12 +215,12 @@ def _check_source(src: Path) -> Path:
 
 
 def build(
-    src: Optional[Path] = None,
-    out: Optional[Path] = None,
+    src: Path | None = None,
+    out: Path | None = None,
     goos: str = "linux",
-    goarch: Optional[str] = None,
+    goarch: str | None = None,
     *,
-    log: Optional[Callable[[str], None]] = None,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Compile the config-server for ``goos``/``goarch`` (default: linux on this CPU); return ``out``.
 
@@ -248,9 +248,9 @@ def build(
 
 
 def go_test(
-    src: Optional[Path] = None,
+    src: Path | None = None,
     *args: str,
-    log: Optional[Callable[[str], None]] = None,
+    log: Callable[[str], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``go test ./...`` (plus ``args``) in ``src`` for this host; stdout holds Go's output."""
     src = _check_source(src if src is not None else default_source_dir())

@@ -16,9 +16,10 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import yaml
 
@@ -145,7 +146,7 @@ def new_buildpack(directory: Path) -> Path:
 
 
 def write_buildpack(directory: Path, supply: str, detect: str = NEVER_DETECT,
-                    downloadurl: Optional[str] = None) -> BuildpackFiles:
+                    downloadurl: str | None = None) -> BuildpackFiles:
     """Write a whole supply buildpack (bin/supply, bin/detect, optionally .downloadurl) and finish it."""
     directory = new_buildpack(directory)
     (directory / "bin" / "supply").write_text(supply)
@@ -202,7 +203,7 @@ def _listing(directory: Path) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------------------- manifests
 
 def set_buildpacks(manifest: Path, buildpacks: Sequence[str],
-                   sidecars: Optional[Sequence[dict[str, Any]]] = None) -> dict[str, Any]:
+                   sidecars: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Set `buildpacks:` (in order: supply buildpacks first, the final one last) and optionally
     replace `sidecars:` of the manifest's only app; returns the app's entry as written."""
     manifest = Path(manifest)
@@ -255,7 +256,7 @@ def download_droplet(target: Target, app: str, dest_dir: Path) -> Path:
     return target.download_droplet(app, Path(dest_dir))
 
 
-def droplet_file(droplet: Path, path: str) -> Optional[DropletFile]:
+def droplet_file(droplet: Path, path: str) -> DropletFile | None:
     """The file `path` (e.g. `app/config-server`) inside a droplet .tgz, or None when it is absent."""
     wanted = path.strip("/")
     if wanted.startswith("./"):
@@ -268,7 +269,7 @@ def droplet_file(droplet: Path, path: str) -> Optional[DropletFile]:
             extracted = tar.extractfile(member)
             assert extracted is not None
             digest = hashlib.sha256()
-            for chunk in iter(lambda: extracted.read(1 << 20), b""):
+            for chunk in iter(lambda f=extracted: f.read(1 << 20), b""):  # type: ignore[misc]
                 digest.update(chunk)
             return DropletFile(name, member.size, stat.filemode(member.mode | stat.S_IFREG), digest.hexdigest())
     return None
@@ -282,7 +283,7 @@ def droplet_paths(droplet: Path, under: str = "") -> list[str]:
     return sorted(n for n in names if not under or n == under or n.startswith(under + "/"))
 
 
-def find_in_droplet(target: Target, app: str, path: str) -> tuple[Optional[DropletFile], list[str]]:
+def find_in_droplet(target: Target, app: str, path: str) -> tuple[DropletFile | None, list[str]]:
     """Download `app`'s droplet and return the file `path` in it (or None) and the droplet's files
     in the same directory (for error messages)."""
     with tempfile.TemporaryDirectory(prefix="sidecarlab-droplet-") as tmp:

@@ -14,9 +14,10 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 import yaml
 
@@ -57,8 +58,8 @@ class NotebookResult:
     seconds: float
     passed_checks: list[str] = field(default_factory=list)
     skipped_checks: list[str] = field(default_factory=list)
-    failed_cell: Optional[int] = None  # position in the executed notebook, from 1
-    failed_exec_count: Optional[int] = None
+    failed_cell: int | None = None  # position in the executed notebook, from 1
+    failed_exec_count: int | None = None
     failed_source: str = ""
     error: str = ""
 
@@ -147,7 +148,7 @@ def copy_fixture_app(dest: Path, app_name: str, config_server_port: int = 8082,
 
 # ------------------------------------------------------------------------------- notebooks
 
-def find_notebooks(parts: Sequence[str] = (), notebooks_dir: Optional[Path] = None) -> list[Path]:
+def find_notebooks(parts: Sequence[str] = (), notebooks_dir: Path | None = None) -> list[Path]:
     """The notebooks named by `parts` ("01", "1", "02-install...", a path), or all, in order."""
     directory = Path(notebooks_dir) if notebooks_dir else default_notebooks_dir()
     available = sorted(p for p in directory.glob("[0-9][0-9]-*.ipynb"))
@@ -174,7 +175,7 @@ def find_notebooks(parts: Sequence[str] = (), notebooks_dir: Optional[Path] = No
     return chosen
 
 
-def load_params(target: str, params_dir: Optional[Path] = None) -> dict[str, Any]:
+def load_params(target: str, params_dir: Path | None = None) -> dict[str, Any]:
     """The parameters of `notebooks/params/<target>.yml` (with `target` set)."""
     directory = Path(params_dir) if params_dir else default_notebooks_dir() / "params"
     path = directory / f"{target}.yml"
@@ -248,7 +249,7 @@ def _check_lines(nb: Any) -> tuple[list[str], list[str]]:
 
 
 def run_notebook(path: Path, output: Path, parameters: Mapping[str, Any], kernel: str,
-                 progress: bool = True, timeout: Optional[float] = None) -> NotebookResult:
+                 progress: bool = True, timeout: float | None = None) -> NotebookResult:
     """Execute one notebook with papermill; never raises for a failing cell (see the result)."""
     import nbformat
     import papermill
@@ -281,9 +282,9 @@ def run(
     parts: Sequence[str] = (),
     *,
     target: str = "local",
-    params: Optional[Mapping[str, Any]] = None,
-    notebooks_dir: Optional[Path] = None,
-    out_dir: Optional[Path] = None,
+    params: Mapping[str, Any] | None = None,
+    notebooks_dir: Path | None = None,
+    out_dir: Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> RunReport:

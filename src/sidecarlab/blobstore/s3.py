@@ -8,9 +8,10 @@ import hashlib
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -148,7 +149,7 @@ def _credentials() -> dict[str, str]:
     return found
 
 
-def _endpoint_url(settings: S3Settings, state_dir: Optional[Path] = None) -> Optional[str]:
+def _endpoint_url(settings: S3Settings, state_dir: Path | None = None) -> str | None:
     """The URL boto3 talks to (None: boto3's own AWS endpoint for the region)."""
     if settings.embedded:
         running = status(state_dir)
@@ -212,7 +213,7 @@ def _check_bucket(settings: S3Settings) -> None:
                              f"{exc}") from None
 
 
-def _client(settings: S3Settings, state_dir: Optional[Path]) -> Any:
+def _client(settings: S3Settings, state_dir: Path | None) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -257,7 +258,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def public_url(settings: S3Settings, key: str, state_dir: Optional[Path] = None) -> str:
+def public_url(settings: S3Settings, key: str, state_dir: Path | None = None) -> str:
     """The anonymous download URL of `key` (what `.downloadurl` holds)."""
     quoted = quote(key)
     if settings.endpoint == AWS:
@@ -268,9 +269,9 @@ def public_url(settings: S3Settings, key: str, state_dir: Optional[Path] = None)
     return f"{base}/{settings.bucket}/{quoted}"
 
 
-def upload_sidecar(binary: Path, version: str, settings: S3Settings, *, buildpack_dir: Optional[Path] = None,
-                   state_dir: Optional[Path] = None, check_public: bool = True,
-                   log: Optional[Callable[[str], None]] = print) -> Upload:
+def upload_sidecar(binary: Path, version: str, settings: S3Settings, *, buildpack_dir: Path | None = None,
+                   state_dir: Path | None = None, check_public: bool = True,
+                   log: Callable[[str], None] | None = print) -> Upload:
     """Upload `binary` as `config-server-sidecar/config-server-v<version>`, readable by anyone, and
     write its URL to `buildpack_dir/.downloadurl`. The embedded store creates the bucket if missing.
 

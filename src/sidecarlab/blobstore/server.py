@@ -21,9 +21,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
 
 import psutil
 
@@ -70,7 +70,7 @@ class ServerStatus:
     state_dir: Path
     pid: int
     port: int
-    owner_pid: Optional[int]
+    owner_pid: int | None
     started: bool = False  # True when this very call started it
 
     @property
@@ -95,11 +95,11 @@ def default_state_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"sidecarlab-{os.getuid()}" / "blobstore"
 
 
-def _dir(state_dir: Optional[Path]) -> Path:
+def _dir(state_dir: Path | None) -> Path:
     return Path(state_dir).resolve() if state_dir else default_state_dir()
 
 
-def _read_int(path: Path) -> Optional[int]:
+def _read_int(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
     except (OSError, ValueError):
@@ -117,7 +117,7 @@ def _is_our_server(pid: int, state_dir: Path) -> bool:
     return "sidecarlab.blobstore" in args and str(state_dir) in args
 
 
-def status(state_dir: Optional[Path] = None) -> Optional[ServerStatus]:
+def status(state_dir: Path | None = None) -> ServerStatus | None:
     """The running embedded server of `state_dir`, or None."""
     directory = _dir(state_dir)
     pid = _read_int(directory / _PID_FILE)
@@ -147,7 +147,7 @@ def _locked(directory: Path) -> Iterator[None]:
 _CALLER = -1
 
 
-def start(state_dir: Optional[Path] = None, owner_pid: Optional[int] = _CALLER) -> ServerStatus:
+def start(state_dir: Path | None = None, owner_pid: int | None = _CALLER) -> ServerStatus:
     """Start the embedded S3 server on 127.0.0.1 (a free port), or return the one already running.
 
     By default the server exits by itself when the calling process ends (a notebook's kernel, a test);
@@ -186,7 +186,7 @@ def start(state_dir: Optional[Path] = None, owner_pid: Optional[int] = _CALLER) 
                              f"({log_path}) ends with:\n{_tail(log_path)}")
 
 
-def stop(state_dir: Optional[Path] = None) -> bool:
+def stop(state_dir: Path | None = None) -> bool:
     """Stop the embedded server of `state_dir`; True if one was running. Idempotent."""
     directory = _dir(state_dir)
     if not directory.is_dir():
@@ -202,7 +202,7 @@ def stop(state_dir: Optional[Path] = None) -> bool:
         return was_running
 
 
-def stop_if_mine(state_dir: Optional[Path] = None) -> bool:
+def stop_if_mine(state_dir: Path | None = None) -> bool:
     """Stop the embedded server if it is tied to this process (`start()` from here); True if stopped.
 
     A notebook's clean-up calls this: it ends the server the notebook started, and leaves alone
@@ -306,7 +306,7 @@ def _serve(state_dir: Path, owner_pid: int) -> int:
     os._exit(0)
 
 
-def _main(argv: Optional[list[str]] = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sidecarlab.blobstore",
                                      description="The embedded S3 server (started by sidecarlab.blobstore.start).")
     sub = parser.add_subparsers(dest="command", required=True)

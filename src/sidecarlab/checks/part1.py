@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import requests
 
@@ -63,7 +64,7 @@ def _router_hint(app: str, response: HttpResponse) -> str:
 # ------------------------------------------------------------------------------- HTTP claims
 
 @check("GET {path} of {app} answers {expected!r}")
-def app_answers(target: Target, app: str, path: str = "/", expected: str = GREETING) -> str:
+def app_answers(target: Target, app: str, path: str = "/", expected: str = GREETING) -> tuple[str, Any]:
     """The app answers `path` through the router with `expected`."""
     response = _get(target, app, path)
     if response.status != 200 or response.body.strip() != expected:
@@ -74,7 +75,7 @@ def app_answers(target: Target, app: str, path: str = "/", expected: str = GREET
 
 
 @check("GET /config of {app} returns the config-server's JSON, fetched by the app from its sidecar")
-def config_from_sidecar(target: Target, app: str, expected: Optional[dict[str, Any]] = None,
+def config_from_sidecar(target: Target, app: str, expected: dict[str, Any] | None = None,
                         path: str = "/config") -> tuple[str, Any]:
     """`/config` returns the sidecar's JSON: proof that the app reached its sidecar on localhost."""
     expected = CONFIG if expected is None else expected
@@ -291,7 +292,7 @@ def _json_or_none(text: str) -> Any:
         return None
 
 
-def _http_via(host: str, port: int, path: str) -> Optional[tuple[int, str]]:
+def _http_via(host: str, port: int, path: str) -> tuple[int, str] | None:
     """(status, body) of GET http://host:port/path, or None when nothing accepts the connection."""
     try:
         r = requests.get(f"http://{host}:{port}{path}", timeout=3)
@@ -343,17 +344,17 @@ def _codependent(description: str) -> bool:
 
 
 def _running_again(target: Target, app: str, process_type: str, index: int,
-                   deadline: float) -> tuple[Optional[Instance], list[Instance]]:
+                   deadline: float) -> tuple[Instance | None, list[Instance]]:
     seen: list[Instance] = []
 
-    def probe() -> Optional[Instance]:
+    def probe() -> Instance | None:
         seen[:] = target.instances(app, process_type)
         return next((i for i in seen if i.index == index and i.state == "RUNNING"), None)
 
     return _poll(deadline, probe), seen
 
 
-def _config_again(target: Target, app: str, deadline: float) -> Optional[HttpResponse]:
+def _config_again(target: Target, app: str, deadline: float) -> HttpResponse | None:
     last: list[HttpResponse] = []
 
     def probe() -> bool:
@@ -423,8 +424,8 @@ def sidecar_crash_recovers(target: Target, app: str, sidecar: str = "config-serv
     reason = f"APP/PROC/{process_type.upper()}/SIDECAR/{sidecar.upper()}: Exited with status {exit_status}"
 
     events = _await_crash_event(target, app, lambda seen: seen == reason, repr(reason), index, deadline,
-                                f"Run the cell that kills the sidecar (`cf ssh {app} -c \"kill -9 $(pgrep {sidecar})\"`) "
-                                f"first.")
+                                f"Run the cell that kills the sidecar "
+                                f"(`cf ssh {app} -c \"kill -9 $(pgrep {sidecar})\"`) first.")
     event = events[-1]
     process_event = _poll(min(deadline, 10.0), lambda: _process_crash_for(target, app, event))
     if process_event is None:
@@ -454,7 +455,7 @@ def codependent_crash(target: Target, app: str, sidecar: str = "config-server", 
     app_source = f"APP/PROC/{process_type.upper()}"
     sidecar_source = f"{app_source}/SIDECAR/{sidecar.upper()}"
 
-    def app_stopped() -> Optional[LogLine]:
+    def app_stopped() -> LogLine | None:
         lines = [line for line in target.recent_logs(app) if line.instance == str(index)]
         exits = [i for i, line in enumerate(lines)
                  if line.source == sidecar_source and line.message.strip() == "Exit status 0"]

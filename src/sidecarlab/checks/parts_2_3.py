@@ -4,7 +4,8 @@ logs, the droplet holds what it installed, and a failed download says which URL 
 from __future__ import annotations
 
 import re
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..supply_buildpack import SUPPLY_MARKER, find_in_droplet
 from ..targets import LogLine, Target
@@ -38,7 +39,7 @@ def download_error_line(url: str, status: int | str) -> str:
     return f"Could not download {url}: HTTP {status}"
 
 
-def latest_build(target: Target, app: str) -> Optional[dict[str, Any]]:
+def latest_build(target: Target, app: str) -> dict[str, Any] | None:
     """The app's newest build (`/v3/apps/GUID/builds`), with its `state` and `error`, or None."""
     builds = target.curl_all(f"/v3/apps/{target.app_guid(app)}/builds?order_by=created_at&per_page=5000")
     # Sorting is stable: builds created in the same second keep the API's (creation) order.
@@ -141,7 +142,7 @@ def staging_failed(target: Target, app: str, error: str, log_contains: Sequence[
 
 
 @check("the logs of {app} have lines from its sidecar {sidecar}")
-def sidecar_logged(target: Target, app: str, sidecar: str, text: Optional[str] = None, process_type: str = "web",
+def sidecar_logged(target: Target, app: str, sidecar: str, text: str | None = None, process_type: str = "web",
                    index: int = 0, deadline: float = 30.0) -> tuple[str, Any]:
     """`cf logs --recent` has lines tagged `[APP/PROC/<TYPE>/SIDECAR/<NAME>/<index>]` (containing `text`)."""
     source = f"APP/PROC/{process_type.upper()}/SIDECAR/{sidecar.upper()}"
@@ -168,7 +169,7 @@ def sidecar_logged(target: Target, app: str, sidecar: str, text: Optional[str] =
 
 
 @check("the droplet of {app} holds {path}")
-def droplet_holds(target: Target, app: str, path: str, sha256: Optional[str] = None) -> tuple[str, Any]:
+def droplet_holds(target: Target, app: str, path: str, sha256: str | None = None) -> tuple[str, Any]:
     """The app's current droplet (`cf download-droplet`) has the file `path`, executable, with `sha256`."""
     found, siblings = find_in_droplet(target, app, path)
     folder = path.strip("/").rsplit("/", 1)[0] if "/" in path.strip("/") else "."
@@ -191,7 +192,7 @@ def droplet_holds(target: Target, app: str, path: str, sha256: Optional[str] = N
 
 
 @check("staging of {app} failed because the sidecar download failed, and says which URL and which HTTP status")
-def download_failed(target: Target, app: str, url: str, status: Optional[int | str] = None,
+def download_failed(target: Target, app: str, url: str, status: int | str | None = None,
                     error: str = "StagingError", deadline: float = STAGING_LOG_DEADLINE) -> tuple[str, Any]:
     """The newest build FAILED (`error`, a failed supply buildpack), and its staging log has
     `Could not download <url>: HTTP <status>` (any 3-digit status when `status` is None)."""

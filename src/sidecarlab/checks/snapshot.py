@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Optional
 
 from ..targets import Target
 from .core import short as _short
@@ -46,7 +45,7 @@ class TcpSocket:
     remote_port: int
     state: str
     inode: int
-    pid: Optional[int] = None
+    pid: int | None = None
 
 
 @dataclass
@@ -62,7 +61,7 @@ class ContainerSnapshot:
         return sorted(pid for pid, cmd in self.processes.items()
                       if needle in cmd and "/proc/" not in cmd and "MEMORY_LIMIT" not in cmd)
 
-    def command(self, pid: Optional[int]) -> str:
+    def command(self, pid: int | None) -> str:
         return self.processes.get(pid, "?") if pid is not None else "-"
 
 
@@ -121,7 +120,7 @@ def container_snapshot(target: Target, app: str, index: int = 0) -> ContainerSna
     return parse_snapshot(target.ssh(app, _SNAPSHOT_SCRIPT, index=index).output)
 
 
-def show_sockets(target: Target, app: str, port: Optional[int] = None, index: int = 0) -> None:
+def show_sockets(target: Target, app: str, port: int | None = None, index: int = 0) -> None:
     """Print an `lsof -i`-like table of the TCP sockets inside the container (only `port`'s if given)."""
     snap = container_snapshot(target, app, index)
     rows = [("COMMAND", "PID", "STATE", "LOCAL", "REMOTE")]

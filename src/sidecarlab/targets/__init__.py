@@ -12,7 +12,7 @@ notebook points the magic at it (`sidecarlab.notebook.target_from_params`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .base import CommandResult, Event, HttpResponse, Instance, Isolation, LogLine, Target, parse_log_line
 from .cf import CFTarget, default_cf_home
@@ -41,12 +41,12 @@ __all__ = [
 
 def target_from_params(
     target: str = "local",
-    cf_api: Optional[str] = None,
-    cf_org: Optional[str] = None,
-    cf_space: Optional[str] = None,
+    cf_api: str | None = None,
+    cf_org: str | None = None,
+    cf_space: str | None = None,
     cf_skip_ssl_validation: bool = False,
-    localcf_home: Optional[str] = None,
-    cf_home: Optional[str] = None,
+    localcf_home: str | None = None,
+    cf_home: str | None = None,
     **_other_params: Any,
 ) -> Target:
     """The Target a notebook's parameters name.

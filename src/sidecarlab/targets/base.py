@@ -20,9 +20,10 @@ import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 from ..net import free_port
 from ..sidecar import host_goarch
@@ -125,8 +126,8 @@ class Instance:
 
     index: int
     state: str
-    uptime: Optional[float] = None
-    details: Optional[str] = None
+    uptime: float | None = None
+    details: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class Isolation:
     reason: str
 
 
-def parse_log_line(line: str) -> Optional[LogLine]:
+def parse_log_line(line: str) -> LogLine | None:
     """A `cf logs` line as a LogLine, or None for lines that are not log lines (headers, blanks)."""
     m = _LOG_LINE.match(line.rstrip("\n"))
     if not m:
@@ -208,7 +209,7 @@ class Target(ABC):
 
     # ------------------------------------------------------------------------------- cf verbs
 
-    def prepare(self) -> "Target":
+    def prepare(self) -> Target:
         """Start or log in to the platform once; every verb calls this first."""
         if not self._prepared:
             self._prepare()
@@ -219,11 +220,11 @@ class Target(ABC):
         self,
         *args: str,
         check: bool = True,
-        echo: Optional[bool] = None,
+        echo: bool | None = None,
         quiet: bool = False,
-        shown: Optional[str] = None,
-        cwd: Optional[Path] = None,
-        timeout: Optional[float] = None,
+        shown: str | None = None,
+        cwd: Path | None = None,
+        timeout: float | None = None,
     ) -> CommandResult:
         """Run the cf verb `args`, echoing `$ cf ...` and streaming its output line by line.
 
@@ -247,7 +248,7 @@ class Target(ABC):
             raise CommandError(shown, returncode, output)
         return CommandResult(shown, returncode, output)
 
-    def _run(self, argv: list[str], *, quiet: bool, cwd: Optional[Path], timeout: float,
+    def _run(self, argv: list[str], *, quiet: bool, cwd: Path | None, timeout: float,
              shown: str) -> tuple[int, str]:
         try:
             proc = subprocess.Popen(
@@ -318,7 +319,7 @@ class Target(ABC):
     def curl_all(self, path: str) -> list[dict[str, Any]]:
         """Every resource of a paginated `/v3` list, following `pagination.next`."""
         resources: list[dict[str, Any]] = []
-        next_path: Optional[str] = path
+        next_path: str | None = path
         while next_path:
             page = self.curl(next_path)
             resources.extend(page.get("resources", []))

@@ -11,8 +11,9 @@ import getpass
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import requests
 
@@ -49,7 +50,7 @@ class CFTarget(Target):
     kind = "cf"
 
     def __init__(self, api: str, org: str, space: str, *, skip_ssl_validation: bool = False,
-                 cf_binary: str = "cf", cf_home: Optional[Path] = None, **kwargs: Any) -> None:
+                 cf_binary: str = "cf", cf_home: Path | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         missing = [name for name, value in (("cf_api", api), ("cf_org", org), ("cf_space", space)) if not value]
         if missing:
@@ -62,7 +63,7 @@ class CFTarget(Target):
         self.skip_ssl_validation = skip_ssl_validation
         self.cf_binary = cf_binary
         self.cf_home = Path(cf_home).resolve() if cf_home else default_cf_home().resolve()
-        self.cli_version: Optional[str] = None
+        self.cli_version: str | None = None
 
     def _argv(self, args: Sequence[str]) -> list[str]:
         return [self._binary(), *args]

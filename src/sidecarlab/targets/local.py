@@ -6,8 +6,9 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import requests
 
@@ -22,12 +23,12 @@ class LocalTarget(Target):
 
     kind = "local"
 
-    def __init__(self, home: Optional[Path] = None, **kwargs: Any) -> None:
+    def __init__(self, home: Path | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.home = Path(home).resolve() if home else None
-        self.router_port: Optional[int] = None
-        self.runtime: Optional[str] = None
-        self.runtime_notice: Optional[str] = None
+        self.router_port: int | None = None
+        self.runtime: str | None = None
+        self.runtime_notice: str | None = None
 
     def _argv(self, args: Sequence[str]) -> list[str]:
         # The same interpreter as the kit, so the command always matches the installed localcf.
