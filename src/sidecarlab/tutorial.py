@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from .checks import PASSED_MARK, SKIPPED_MARK
+from .errors import KitError
 from .paths import checkout_dir, work_root
 
 __all__ = [
@@ -44,7 +45,7 @@ SOLUTION_TAG = "solution"
 LEARNER_PLACEHOLDER = "# Your solution here: see the exercise above. The check below tells you when it works.\n"
 
 
-class TutorialError(RuntimeError):
+class TutorialError(KitError):
     """The tutorial could not be run as asked (no such part, bad parameters file, ...)."""
 
 
