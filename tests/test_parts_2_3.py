@@ -263,7 +263,8 @@ with open(os.environ["CF_STAND_IN_LOG"], "a") as log:
 state = os.environ["CF_STAND_IN_STATE"]
 if args[0] == "curl" and args[1].startswith("/v3/buildpacks"):
     exists = os.path.exists(state)
-    print(json.dumps({{"pagination": {{"next": None}}, "resources": [{{"name": "sidecar_buildpack"}}] if exists else []}}))
+    found = [{{"name": "sidecar_buildpack"}}] if exists else []
+    print(json.dumps({{"pagination": {{"next": None}}, "resources": found}}))
 elif args[0] == "create-buildpack":
     open(state, "w").close(); print("OK")
 elif args[0] == "update-buildpack" and os.environ.get("CF_STAND_IN_NOT_ADMIN"):
@@ -293,7 +294,8 @@ def test_cf_target_creates_then_updates_an_admin_buildpack(tmp_path: Path, monke
     assert supply_buildpack.install_buildpack(cf, bp, "sidecar_buildpack", tmp_path / "manifest.yml") == \
         "sidecar_buildpack"
     supply_buildpack.remove_buildpack(cf, "sidecar_buildpack")
-    verbs = [c for c in map(json.loads, log.read_text().splitlines()) if c[0] not in ("version", "api", "auth", "target", "curl")]
+    login = ("version", "api", "auth", "target", "curl")
+    verbs = [c for c in map(json.loads, log.read_text().splitlines()) if c[0] not in login]
     assert verbs == [["create-buildpack", "sidecar_buildpack", str(bp), "999"],
                      ["update-buildpack", "sidecar_buildpack", "-p", str(bp)],
                      ["delete-buildpack", "sidecar_buildpack", "-f"]]
