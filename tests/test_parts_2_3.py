@@ -303,3 +303,13 @@ def test_cf_target_creates_then_updates_an_admin_buildpack(tmp_path: Path, monke
     monkeypatch.setenv("CF_STAND_IN_NOT_ADMIN", "1")
     with pytest.raises(BuildpackError, match="need the Cloud Foundry admin role"):
         supply_buildpack.install_buildpack(cf, bp, "sidecar_buildpack", tmp_path / "manifest.yml")
+
+
+def test_the_droplet_file_is_found_by_the_cf_cli_s_name_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECARLAB_WORK", str(tmp_path / "work"))
+    local, cf = LocalTarget(echo=False), CFTarget("https://api.example.com", "o", "s", echo=False)
+    (tmp_path / "droplet.tgz").write_bytes(b"")  # what localcf wrote before it used cf's name
+    assert local._droplets_in(tmp_path) == [tmp_path / "droplet.tgz"]
+    assert cf._droplets_in(tmp_path) == []
+    (tmp_path / "droplet_5c3a4f0e.tgz").write_bytes(b"")
+    assert local._droplets_in(tmp_path) == cf._droplets_in(tmp_path) == [tmp_path / "droplet_5c3a4f0e.tgz"]
