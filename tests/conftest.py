@@ -6,7 +6,6 @@ import json
 import os
 import queue
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from sidecarlab import net
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -81,11 +82,7 @@ def app_copy(tmp_path: Path):
 WAIT_SECONDS = 30
 
 
-def free_port() -> int:
-    """A port nothing listens on right now (bound to port 0 and released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = net.free_port  # the kit's one free_port, for the tests too
 
 
 class Running:

@@ -7,16 +7,15 @@ Real processes throughout: moto's server started by the kit, boto3 uploads, curl
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import boto3
+import psutil
 import pytest
-
 from conftest import free_port
 
 from sidecarlab import blobstore
@@ -28,19 +27,16 @@ GONE_DEADLINE = 30.0
 
 def blobstore_processes(state_dir: Path) -> list[int]:
     """PIDs of embedded S3 servers of `state_dir`, found by scanning every process's command line
-    (independently of the kit's pid file)."""
+    (independently of the kit's pid file; zombies, which no longer run, are not counted)."""
     found = []
     needle = str(Path(state_dir).resolve())
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        args = proc.info["cmdline"] or []
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         if "sidecarlab.blobstore" in args and any(needle in a for a in args):
-            found.append(int(entry.name))
-    return found
+            found.append(proc.pid)
+    return sorted(found)
 
 
 def wait_until_gone(state_dir: Path, deadline: float = GONE_DEADLINE) -> list[int]:

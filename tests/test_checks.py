@@ -8,13 +8,14 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any
 
 import pytest
 import yaml
-
 from conftest import LocalCF, free_port
+
 from sidecarlab import checks, sidecar, tutorial
 from sidecarlab.checks import CheckFailed
 from sidecarlab.targets import (
@@ -25,8 +26,6 @@ from sidecarlab.targets import (
     LocalTarget,
     Target,
 )
-
-
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +45,7 @@ class Pusher:
         self.target, self.binary, self.workdir = target, binary, workdir
         self.pushed: list[str] = []
 
-    def push(self, edit: Optional[Callable[[dict[str, Any]], None]] = None, with_binary: bool = True,
+    def push(self, edit: Callable[[dict[str, Any]], None] | None = None, with_binary: bool = True,
              port: int = 8082) -> str:
         name = f"chk-{uuid.uuid4().hex[:8]}"
         app_dir = self.workdir / name
@@ -81,24 +80,45 @@ def good_app(target: LocalTarget, sidecar_binary: Path, tmp_path_factory: pytest
     pusher.cleanup()
 
 
-def isolated(target: Target) -> bool:
-    return target.isolation().isolated
-
-
 # ----------------------------------------------------------------------------- passing checks
+
+def needs_isolation(target: Target) -> None:
+    """Skip, with the platform's reason, a test whose claims need container isolation."""
+    isolation = target.isolation()
+    if not isolation.isolated:
+        pytest.skip(f"needs container isolation (Linux user namespaces): {isolation.reason}")
+
 
 def test_working_app_passes_each_check_with_exactly_one_line(target: LocalTarget, good_app: str, capsys) -> None:
     for check in (checks.app_answers, checks.config_from_sidecar, checks.sidecar_registered,
-                  checks.cf_app_shows_sidecar, checks.processes_in_one_container, checks.sidecar_listening,
-                  checks.sidecar_port_private, checks.logs_show_app_and_sidecar):
+                  checks.cf_app_shows_sidecar, checks.logs_show_app_and_sidecar):
         result = check(target, good_app)
         out = capsys.readouterr().out
         assert out == result.line() + "\n", f"{check.__name__} printed {out!r}"
-        if check.needs_isolation and not isolated(target):
-            assert result.status == "skipped" and out.startswith("⏭️ skipped: ")
-        else:
-            assert result.status == "passed" and out.startswith("✅ "), out
+        assert result.status == "passed" and out.startswith("✅ "), out
     assert "origin user" in checks.sidecar_registered(target, good_app).statement
+
+
+def test_working_app_passes_each_isolation_check_with_exactly_one_line(target: LocalTarget, good_app: str,
+                                                                       capsys) -> None:
+    needs_isolation(target)
+    for check in (checks.processes_in_one_container, checks.sidecar_listening, checks.sidecar_port_private):
+        assert check.needs_isolation
+        result = check(target, good_app)
+        out = capsys.readouterr().out
+        assert out == result.line() + "\n", f"{check.__name__} printed {out!r}"
+        assert result.status == "passed" and out.startswith("✅ "), out
+
+
+def test_memory_check_passes_when_the_sidecar_memory_is_carved_out(target: LocalTarget, apps: Pusher,
+                                                                  capsys) -> None:
+    needs_isolation(target)
+    name = apps.push(edit=lambda app: app["sidecars"][0].update(memory="64M"))
+    capsys.readouterr()
+    result = checks.memory_limit_carved(target, name, process_memory_mb=256, sidecar_memory_mb=64)
+    assert result.passed and result.data == ("192m", "64m")
+    assert capsys.readouterr().out == result.line() + "\n"
+    assert "the app's MEMORY_LIMIT is 192m (256M - 64M) and the sidecar's is 64m" in result.statement
 
 
 # ------------------------------------------------------------------ checks catching breakage
@@ -121,9 +141,13 @@ def test_app_pushed_without_the_sidecar_fails_the_config_check_with_its_hint(tar
         checks.cf_app_shows_sidecar(target, name)
     with pytest.raises(CheckFailed, match=r"no \[APP/PROC/WEB/SIDECAR/CONFIG-SERVER/0\]"):
         checks.logs_show_app_and_sidecar(target, name)
-    if isolated(target):
-        with pytest.raises(CheckFailed, match="no 'config-server'"):
-            checks.processes_in_one_container(target, name)
+
+
+def test_app_pushed_without_the_sidecar_fails_the_one_container_check(target: LocalTarget, apps: Pusher) -> None:
+    needs_isolation(target)
+    name = apps.push(edit=lambda app: app.pop("sidecars"), with_binary=False)
+    with pytest.raises(CheckFailed, match="no 'config-server'"):
+        checks.processes_in_one_container(target, name)
 
 
 def test_sidecar_binding_another_port_fails_the_listening_check(target: LocalTarget, apps: Pusher) -> None:
@@ -131,8 +155,7 @@ def test_sidecar_binding_another_port_fails_the_listening_check(target: LocalTar
     with pytest.raises(CheckFailed) as info:
         checks.config_from_sidecar(target, name)
     assert "sidecar(s) config-server" in info.value.hint and "$CONFIG_SERVER_PORT" in info.value.hint
-    if not isolated(target):
-        pytest.skip(target.isolation().reason)
+    needs_isolation(target)
     with pytest.raises(CheckFailed) as info:
         checks.sidecar_listening(target, name, port=8082)
     assert info.value.seen == "port 8082 is held by nothing; config-server listens on 9099"
@@ -144,8 +167,7 @@ def test_sidecar_binding_another_port_fails_the_listening_check(target: LocalTar
 
 
 def test_memory_check_fails_when_the_sidecar_has_no_memory_of_its_own(target: LocalTarget, good_app: str) -> None:
-    if not isolated(target):
-        pytest.skip(target.isolation().reason)
+    needs_isolation(target)
     with pytest.raises(CheckFailed) as info:
         checks.memory_limit_carved(target, good_app, process_memory_mb=256, sidecar_memory_mb=64)
     # Without `memory:` a sidecar sees the whole process memory, and nothing is carved out.
@@ -162,9 +184,8 @@ def test_crash_check_without_a_crash_fails_and_says_what_to_run(target: LocalTar
 
 def test_crash_checks_follow_the_platform_through_restarts_and_back_off(target: LocalTarget,
                                                                        apps: Pusher) -> None:
-    if not isolated(target):
-        # `pgrep` would see every config-server on this machine, not just this container's.
-        pytest.skip(target.isolation().reason)
+    # `pgrep` would see every config-server on this machine, not just this container's.
+    needs_isolation(target)
     name = apps.push()
 
     def kill_sidecar() -> None:
@@ -210,10 +231,18 @@ class NeverRestarts(Target):
     def outside_host(self, app: str) -> str:
         return "127.0.0.1"
 
+    def install_buildpack(self, directory: Path, name: str, manifest: Path) -> str:
+        raise AssertionError("no buildpack expected")
+
+    def remove_buildpack(self, name: str) -> None:
+        raise AssertionError("no buildpack expected")
+
     def events(self, app: str, types: Sequence[str] = ()) -> list[Event]:
-        return [Event("e1", "app.crash", "2024-01-01T00:00:00Z", {
-            "index": 0, "reason": "CRASHED", "crash_count": 1,
-            "exit_description": "APP/PROC/WEB/SIDECAR/CONFIG-SERVER: Exited with status 137"})]
+        crash = {"instance": "i-1", "index": 0, "reason": "CRASHED",
+                 "exit_description": "APP/PROC/WEB/SIDECAR/CONFIG-SERVER: Exited with status 137"}
+        recorded = [Event("e1", "app.crash", "2024-01-01T00:00:00Z", crash),
+                    Event("e2", "audit.app.process.crash", "2024-01-01T00:00:00Z", dict(crash, crash_count=1))]
+        return [e for e in recorded if not types or e.type in types]
 
     def instances(self, app: str, process_type: str = "web") -> list[Instance]:
         self.polls += 1
@@ -295,8 +324,7 @@ def test_snapshot_parsing_reads_proc_net_tcp_and_socket_owners() -> None:
 
 def test_port_check_is_not_fooled_by_another_config_server_on_this_machine(target: LocalTarget, apps: Pusher,
                                                                           sidecar_binary: Path, capsys) -> None:
-    if not isolated(target):
-        pytest.skip("needs container isolation: the process runtime shares the host's ports")
+    needs_isolation(target)  # the process runtime shares this machine's ports
     port = free_port()
     name = apps.push(port=port)
     impostor = subprocess.Popen([str(sidecar_binary)], env={"CONFIG_SERVER_PORT": str(port)},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import inspect
 import json
 import os
 import subprocess
@@ -11,15 +13,20 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from conftest import LocalCF
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from conftest import LocalCF
-from sidecarlab import tutorial
-from sidecarlab.checks import CheckFailed
+from sidecarlab import blobstore, checks, supply_buildpack, tutorial
+from sidecarlab.checks import CheckFailed, part1
+from sidecarlab.supply_buildpack import BuildpackError
 from sidecarlab.targets import (
+    ApiError,
     CFTarget,
     CommandError,
+    HttpResponse,
     LocalTarget,
+    SshNotAllowed,
+    Target,
     TargetError,
     parse_log_line,
     target_from_params,
@@ -108,19 +115,72 @@ def test_target_from_params_ignores_other_notebook_parameters(tmp_path: Path) ->
 STAND_IN = r'''#!{python}
 import json, os, sys
 args = sys.argv[1:]
-with open(os.environ["CF_STAND_IN_LOG"], "a") as log:
-    log.write(json.dumps({{"argv": args, "has_user": bool(os.environ.get("CF_USERNAME")),
-                          "cf_home": os.environ.get("CF_HOME")}}) + "\n")
+env = os.environ
+with open(env["CF_STAND_IN_LOG"], "a") as log:
+    log.write(json.dumps({{"argv": args, "has_user": bool(env.get("CF_USERNAME")), "cf_home": env.get("CF_HOME"),
+                          "cf_trace": env.get("CF_TRACE"), "cf_color": env.get("CF_COLOR"),
+                          "clicolor_force": env.get("CLICOLOR_FORCE")}}) + "\n")
+# What the learner's environment does to a real cf CLI: CF_TRACE=true writes the HTTP dialogue to
+# stdout, forced colour wraps words in escape codes.
+scenario = set(env.get("CF_STAND_IN", "").split(","))
+colour = env.get("CF_COLOR", "").lower() == "true" or bool(env.get("CLICOLOR_FORCE"))
+def bold(text):
+    return f"\x1b[1m{{text}}\x1b[0m" if colour else text
+def answer(document):
+    if env.get("CF_TRACE", "").lower() == "true":
+        print("REQUEST: [2024-05-01T10:00:00Z]\nGET " + args[1] + " HTTP/1.1\nAuthorization: [PRIVATE DATA HIDDEN]\n")
+        print("RESPONSE: [2024-05-01T10:00:00Z]\nHTTP/1.1 200 OK\nContent-Type: application/json\n")
+    print(json.dumps(document, indent=3))
+def page(resources):
+    answer({{"pagination": {{"total_results": len(resources), "next": None}}, "resources": resources}})
+CC_ERRORS = {{
+    "forbidden": {{"errors": [{{"detail": "You are not authorized to perform the requested action",
+                                "title": "CF-NotAuthorized", "code": 10003}}]}},
+    "not-found": {{"errors": [{{"detail": "App not found", "title": "CF-ResourceNotFound", "code": 10010}}]}},
+}}
 verb = args[0] if args else ""
-if verb == "auth" and not (os.environ.get("CF_USERNAME") and os.environ.get("CF_PASSWORD")):
+if verb == "version":
+    print("cf version 6.53.0+8e2b70a4a.2020-10-01" if "v6" in scenario else "cf version 8.7.10+5b7ce3c.2024-04-04")
+elif verb == "auth" and not (env.get("CF_USERNAME") and env.get("CF_PASSWORD")):
     print("Credentials were rejected"); sys.exit(1)
-if verb == "app" and "--guid" in args:
+elif verb == "app" and "--guid" in args:
     print("{guid}")
+elif verb == "curl" and scenario & set(CC_ERRORS) and args[1].startswith(("/v3/apps/", "/v3/audit_events")):
+    # cf curl exits 0 on an HTTP error and prints Cloud Controller's error document.
+    answer(CC_ERRORS[next(iter(scenario & set(CC_ERRORS)))])
 elif verb == "curl" and args[1].endswith("/routes"):
-    print(json.dumps({{"pagination": {{"next": None}}, "resources": [{{"url": "myapp.apps.example.com"}}]}}))
+    page([{{"url": "myapp.apps.example.com"}}])
 elif verb == "curl" and args[1].endswith("/sidecars"):
-    print(json.dumps({{"pagination": {{"next": None}}, "resources": [
-        {{"name": "config-server", "process_types": ["web"], "origin": "user", "command": "./config-server"}}]}}))
+    page([{{"name": "config-server", "process_types": ["web"], "origin": "user", "command": "./config-server"}}])
+elif verb == "curl" and args[1].endswith("/processes/web"):
+    answer({{"guid": "proc-guid", "type": "web"}})
+elif verb == "curl" and args[1].startswith("/v3/processes/proc-guid/stats"):
+    page([{{"index": 0, "state": "RUNNING", "uptime": 12}}])
+elif verb == "curl" and args[1].startswith("/v3/audit_events"):
+    # Cloud Controller's two events of one crash: app.crash keeps a slice of the payload (no
+    # crash_count); audit.app.process.crash keeps all of it.
+    crash = {{"instance": "inst-1", "index": 0, "cell_id": "cell-1", "exit_status": 137, "reason": "CRASHED",
+             "exit_description": "APP/PROC/WEB/SIDECAR/CONFIG-SERVER: Exited with status 137"}}
+    events = [{{"guid": "e1", "type": "app.crash", "created_at": "2024-05-01T10:00:01Z", "data": crash}}]
+    if "no-process-event" not in scenario:
+        events.append({{"guid": "e2", "type": "audit.app.process.crash", "created_at": "2024-05-01T10:00:01Z",
+                       "data": dict(crash, crash_count=2, crash_timestamp=1714557601000000000,
+                                    version="v-1")}})
+    wanted = args[1].partition("types=")[2].split("&")[0].split(",")
+    page([e for e in events if e["type"] in wanted])
+elif verb == "curl" and args[1].startswith("/v3/buildpacks"):
+    page([])
+elif verb == "ssh" and "no-ssh" in scenario:
+    print("Error opening SSH connection: You are not authorized to perform the requested action.")
+    sys.exit(1)
+elif verb in ("create-buildpack", "update-buildpack", "delete-buildpack") and "not-admin" in scenario:
+    print(f"Creating buildpack {{args[1]}} as learner...")
+    print("You are not authorized to perform the requested action")
+    print("FAILED"); sys.exit(1)
+elif verb == "app":
+    print("Showing health and status for app " + bold(args[1]) + " in org o / space s as learner...\n")
+    print("name:              " + args[1])
+    print("\ntype:           web\nsidecars:       config-server\ninstances:      1/1")
 elif verb == "fail":
     print("something went wrong"); sys.exit(3)
 else:
@@ -140,6 +200,8 @@ def cf_stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CF_STAND_IN_LOG", str(log))
     monkeypatch.setenv("CF_USERNAME", "learner")
     monkeypatch.setenv("CF_PASSWORD", "s3cret-pw")
+    # The kit's own CF_HOME lives under the work directory: a temporary one here.
+    monkeypatch.setenv("SIDECARLAB_WORK", str(tmp_path / "work"))
     return log
 
 
@@ -154,7 +216,8 @@ def test_cf_target_logs_in_with_env_credentials_then_runs_verbs(cf_stand_in: Pat
     assert sidecars[0]["name"] == "config-server"
     assert target.app_url("myapp") == "https://myapp.apps.example.com"
     argvs = [c["argv"] for c in calls(cf_stand_in)]
-    assert argvs[:5] == [
+    assert argvs[:6] == [
+        ["version"],
         ["api", "https://api.example.com", "--skip-ssl-validation"],
         ["auth"],
         ["target", "-o", "my-org", "-s", "my-space"],
@@ -162,7 +225,7 @@ def test_cf_target_logs_in_with_env_credentials_then_runs_verbs(cf_stand_in: Pat
         ["curl", f"/v3/apps/{GUID}/sidecars"],
     ]
     # The guid is remembered: the routes lookup does not ask for it again.
-    assert argvs[5:] == [["curl", f"/v3/apps/{GUID}/routes"]]
+    assert argvs[6:] == [["curl", f"/v3/apps/{GUID}/routes"]]
     assert all("s3cret-pw" not in " ".join(a) for a in argvs), "the password must never be in an argv"
     assert {c["cf_home"] for c in calls(cf_stand_in)} == {str(tmp_path / "cf-home")}
 
@@ -181,6 +244,158 @@ def test_cf_target_without_the_cf_binary_says_what_to_install() -> None:
     target._prepared = True  # skip login: the point is the missing binary
     with pytest.raises(TargetError, match=r"cf CLI \('no-such-cf-binary'\) is not on PATH.*target='local'"):
         target.cf("apps")
+
+
+def cf_target(**kwargs) -> CFTarget:
+    return CFTarget("https://api.example.com", "my-org", "my-space", echo=False, **kwargs)
+
+
+def test_the_kit_keeps_a_cf_home_of_its_own_and_offers_the_export(cf_stand_in: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # The learner's own cf session: `cf api` in there would empty its tokens and org/space.
+    learner_home = tmp_path / "learner"
+    (learner_home / ".cf").mkdir(parents=True)
+    config = '{"AccessToken": "bearer learner-token", "OrganizationFields": {"Name": "their-org"}}'
+    (learner_home / ".cf" / "config.json").write_text(config)
+    monkeypatch.setenv("CF_HOME", str(learner_home))
+
+    target = target_from_params(target="cf", cf_api="https://api.example.com", cf_org="my-org",
+                                cf_space="my-space", app_name="myapp")
+    assert isinstance(target, CFTarget)
+    target.sidecars("myapp")
+    kit_home = tmp_path / "work" / "cf-home" / getpass.getuser()
+    assert target.cf_home == kit_home.resolve() and kit_home.is_dir()
+    assert {c["cf_home"] for c in calls(cf_stand_in)} == {str(kit_home.resolve())}
+    assert (learner_home / ".cf" / "config.json").read_text() == config
+    assert target.export_line() == f"export CF_HOME={kit_home.resolve()}"
+    assert f"CF_HOME={kit_home.resolve()}" in target.describe()
+    assert target.export_line() in target.describe()
+
+
+def test_cf_trace_and_forced_colour_are_off_for_the_kit_s_calls(cf_stand_in: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CF_TRACE", "true")
+    monkeypatch.setenv("CF_COLOR", "true")
+    monkeypatch.setenv("CLICOLOR_FORCE", "1")
+    target = cf_target()
+    assert target.sidecars("myapp")[0]["name"] == "config-server"
+    assert [i.state for i in target.instances("myapp")] == ["RUNNING"]
+    assert checks.cf_app_shows_sidecar(target, "myapp").passed
+    seen = calls(cf_stand_in)
+    assert {(c["cf_trace"], c["cf_color"], c["clicolor_force"]) for c in seen} == {("false", "false", None)}
+
+
+def test_a_v6_cli_is_refused_before_anything_runs(cf_stand_in: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CF_STAND_IN", "v6")
+    target = cf_target()
+    with pytest.raises(TargetError) as info:
+        target.cf("apps")
+    assert str(info.value).startswith("cf CLI v7 or later needed: ")
+    assert "version 6.53.0" in str(info.value) and "Install cf CLI v8" in str(info.value)
+    assert [c["argv"] for c in calls(cf_stand_in)] == [["version"]], "nothing may run on a v6 CLI"
+
+
+@pytest.mark.parametrize(("scenario", "title", "detail"), [
+    ("forbidden", "CF-NotAuthorized", "You are not authorized to perform the requested action"),
+    ("not-found", "CF-ResourceNotFound", "App not found"),
+])
+def test_an_api_error_is_a_failure_that_shows_cc_s_title_and_detail(cf_stand_in: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch, scenario: str,
+                                                                     title: str, detail: str) -> None:
+    monkeypatch.setenv("CF_STAND_IN", scenario)
+    target = cf_target()
+    with pytest.raises(ApiError) as info:
+        target.curl(f"/v3/apps/{GUID}/sidecars")
+    assert (info.value.title, info.value.detail) == (title, detail)
+    assert f"{title}: {detail}" in str(info.value)
+    # No "no sidecars", no "no build at all", no KeyError: the check fails with CC's own words.
+    for check in (checks.sidecar_registered, checks.supply_ran, checks.sidecar_crash_recovers):
+        with pytest.raises(CheckFailed) as failed:
+            check(target, "myapp")
+        assert f"{title}: {detail}" in failed.value.seen, check.__name__
+        assert failed.value.hint == info.value.hint
+    with pytest.raises(ApiError):
+        target.instances("myapp")
+
+
+def test_an_api_error_on_the_local_target_is_the_same_failure(local: LocalTarget) -> None:
+    with pytest.raises(ApiError) as info:
+        local.curl("/v3/apps/no-such-guid/sidecars")
+    assert info.value.title.startswith("CF-") and info.value.detail
+    assert f"{info.value.title}: {info.value.detail}" in str(info.value)
+
+
+class Answering(CFTarget):
+    """The recorded cf, and an app that answers /config: the app itself is not on this machine."""
+
+    def http_get(self, app: str, path: str = "/", timeout: float = 10.0) -> HttpResponse:
+        return HttpResponse(f"https://{app}{path}", 200, {}, json.dumps(checks.CONFIG))
+
+
+def test_ssh_disabled_is_recognised_and_names_the_fix(cf_stand_in: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CF_STAND_IN", "no-ssh")
+    target = Answering("https://api.example.com", "my-org", "my-space", echo=False)
+    fixes = ("`cf enable-ssh myapp`", "`cf allow-space-ssh my-space`", "ask your operator")
+    for check in (checks.processes_in_one_container, checks.sidecar_listening, checks.memory_limit_carved):
+        with pytest.raises(CheckFailed) as failed:
+            check(target, "myapp")
+        assert "You are not authorized to perform the requested action" in failed.value.seen
+        assert all(fix in failed.value.hint for fix in fixes), failed.value.hint
+        assert "Is the app pushed and running?" not in failed.value.hint
+    with pytest.raises(SshNotAllowed):
+        checks.show_sockets(target, "myapp")
+    # Even where a failing ssh is expected (`--no-check` kill cells), a refused one is an error.
+    with pytest.raises(SshNotAllowed):
+        target.ssh("myapp", "kill -9 $(pgrep config-server)", check=False)
+    with pytest.raises(SshNotAllowed):
+        with target.tunnel("myapp", 8082):
+            pass
+
+
+def test_crash_count_is_read_from_the_process_crash_event(cf_stand_in: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = Answering("https://api.example.com", "my-org", "my-space", echo=False)
+    passed = checks.sidecar_crash_recovers(target, "myapp", crash_count=2, deadline=1.0)
+    assert "audit.app.process.crash: crash_count 2" in passed.statement
+    with pytest.raises(CheckFailed) as info:
+        checks.sidecar_crash_recovers(target, "myapp", crash_count=1, deadline=1.0)
+    assert info.value.seen == "crash_count 2 (in audit.app.process.crash)"
+
+    monkeypatch.setenv("CF_STAND_IN", "no-process-event")
+    with pytest.raises(CheckFailed) as info:
+        checks.sidecar_crash_recovers(target, "myapp", crash_count=2, deadline=1.0)
+    assert info.value.expected.startswith("an audit.app.process.crash event for the same crash")
+
+
+@pytest.mark.parametrize(("description", "codependent"), [
+    ("Codependent step exited", True),
+    ("Codependent step exited; APP/PROC/WEB: Exited with status 143", True),
+    ("2 error(s) occurred:\n\n* Codependent step exited\n* cancelled", True),
+    ("2 error(s) occurred:\n\n* 2 error(s) occurred:\n\n* Codependent step exited\n* cancelled\n* cancelled", True),
+    ("APP/PROC/WEB/SIDECAR/CONFIG-SERVER: Exited with status 137", False),
+    ("Not a Codependent step exited message", False),
+])
+def test_codependent_exits_are_recognised_in_every_diego_wording(description: str, codependent: bool) -> None:
+    assert part1._codependent(description) is codependent
+
+
+def test_the_tunnel_waits_as_long_as_a_real_ssh_proxy_needs() -> None:
+    deadline = inspect.signature(Target.tunnel).parameters["deadline"].default
+    assert deadline >= 35.0
+
+
+def test_a_non_admin_gets_one_clean_message_for_admin_buildpacks(cf_stand_in: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CF_STAND_IN", "not-admin")
+    bp = supply_buildpack.write_buildpack(tmp_path / "bp", supply_buildpack.PLACEHOLDER_SUPPLY).directory
+    target = cf_target()
+    with pytest.raises(BuildpackError) as info:
+        supply_buildpack.install_buildpack(target, bp, "sidecar_buildpack", tmp_path / "manifest.yml")
+    message = str(info.value)
+    assert message.startswith("Could not install the buildpack 'sidecar_buildpack': `cf create-buildpack "
+                              f"sidecar_buildpack {bp} 999` was refused")
+    assert "need the Cloud Foundry admin role: ask an operator" in message
+    with pytest.raises(TargetError, match="Could not delete the buildpack 'sidecar_buildpack'"):
+        target.remove_buildpack("sidecar_buildpack")
 
 
 # ----------------------------------------------------------------------------- the %cf magic
@@ -227,10 +442,13 @@ def test_cf_magic_no_check_tolerates_a_failing_command(shell, capsys) -> None:
     assert capsys.readouterr().out.splitlines()[0] == "$ cf fail on purpose"
 
 
-def test_cf_magic_unknown_variable_is_a_clear_error(shell) -> None:
+def test_cf_magic_unknown_variable_is_a_clear_error(shell, capsys) -> None:
     result = shell.run_cell("%cf app {no_such_variable}")
     assert isinstance(result.error_in_exec, NameError)
     assert "no notebook variable 'no_such_variable'" in str(result.error_in_exec)
+    out = capsys.readouterr().out
+    assert out.startswith("UnknownVariable: %cf: {no_such_variable} names no notebook variable")
+    assert "Traceback" not in out
 
 
 def test_failed_check_in_a_notebook_shows_expected_seen_hint_only(shell, capsys) -> None:
@@ -240,6 +458,50 @@ def test_failed_check_in_a_notebook_shows_expected_seen_hint_only(shell, capsys)
     out = capsys.readouterr().out
     assert "❌ GET / answers\n   expected: HTTP 200\n   seen:     HTTP 404\n   hint:     push the app" in out
     assert "Traceback" not in out
+
+
+def test_ssh_disabled_in_a_cf_cell_is_one_message_without_a_traceback(shell, capsys,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CF_STAND_IN", "no-ssh")
+    for cell in ('%cf ssh {app_name} -c "ps aux"', '%cf --no-check ssh {app_name} -c "kill -9 $(pgrep x)"',
+                 "checks.show_sockets(target, app_name)"):
+        shell.user_ns.update(checks=checks, target=shell.magics_manager.registry["CfMagics"].target)
+        result = shell.run_cell(cell)
+        assert isinstance(result.error_in_exec, SshNotAllowed), cell
+        out = capsys.readouterr().out
+        assert "SshNotAllowed: `cf ssh myapp " in out and "`cf enable-ssh myapp`" in out, out
+        assert "Traceback" not in out
+
+
+def test_kit_errors_in_a_cell_are_one_message_without_a_traceback(shell, capsys, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CF_STAND_IN", "not-admin")
+    bp = supply_buildpack.write_buildpack(tmp_path / "bp", supply_buildpack.PLACEHOLDER_SUPPLY).directory
+    shell.user_ns.update(supply_buildpack=supply_buildpack, bp=bp, manifest=tmp_path / "manifest.yml",
+                         blobstore=blobstore, target=shell.magics_manager.registry["CfMagics"].target)
+    for cell, error in (
+            ('supply_buildpack.install_buildpack(target, bp, "sidecar_buildpack", manifest)', "BuildpackError"),
+            ('blobstore.validate("embedded", target="cf")', "BlobStoreError"),
+            ('supply_buildpack.finish_buildpack(manifest.parent / "nothing")', "BuildpackError")):
+        result = shell.run_cell(cell)
+        assert type(result.error_in_exec).__name__ == error, cell
+        out = capsys.readouterr().out
+        assert out.startswith(f"{error}: ") or f"\n{error}: " in out, out
+        assert out.count(f"{error}: ") == 1 and "Traceback" not in out
+
+
+def test_the_notebook_setup_points_the_cf_magic_at_the_target_it_creates(shell, capsys) -> None:
+    from sidecarlab import notebook
+
+    made = notebook.target_from_params(target="cf", cf_api="https://api.example.com", cf_org="o", cf_space="s",
+                                       app_name="myapp")
+    assert shell.magics_manager.registry["CfMagics"].target is made
+    # A bad parameter is one clean message too: the error display is loaded before the target is made.
+    shell.user_ns["notebook"] = notebook
+    result = shell.run_cell('notebook.target_from_params(target="kubernetes")')
+    assert isinstance(result.error_in_exec, TargetError)
+    out = capsys.readouterr().out
+    assert out.startswith("TargetError: Unknown target 'kubernetes'") and "Traceback" not in out
 
 
 # ---------------------------------------------------------------------- the tutorial runner

@@ -1,9 +1,15 @@
-"""The notebooks, executed headless with papermill through `sidecarlab run`, on the session's localcf."""
+"""The notebooks, executed headless with papermill through `sidecarlab run`, on the session's localcf.
+
+Each part's claims are verified by identity: one expected line per check call, in order, each
+matching what that very check proves (so swapping a check cell for another one fails).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -11,12 +17,115 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import LocalCF, free_port
+from nbformat.v4 import new_code_cell
+from test_blobstore import blobstore_processes, wait_until_gone
 
-from conftest import LocalCF
+from sidecarlab import tutorial
+from sidecarlab.checks import PASSED_MARK, SKIPPED_MARK
+from sidecarlab.supply_buildpack import DOWNLOAD_SUPPLY, NEVER_DETECT, PLACEHOLDER_SUPPLY
 
 SIDECARLAB = Path(sys.executable).parent / "sidecarlab"
-# Each claim of Part 1 that TUTORIAL.md lists, plus the two exercises' checks.
-PART1_CHECKS = 13
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOK_1 = NOTEBOOKS / "01-push-app-with-sidecar.ipynb"
+NOTEBOOK_2 = NOTEBOOKS / "02-sidecar-from-buildpack.ipynb"
+NOTEBOOK_3 = NOTEBOOKS / "03-real-sidecar-from-buildpack.ipynb"
+
+# What each check proves, as the start of its ✅ line ({app} is the notebook's app name).
+_PROVES = {
+    "app_answers": r"GET / of {app} answers \"Hi, I'm an app with a sidecar!\" \(HTTP 200, through the router\)$",
+    "config_from_sidecar": r"GET /config of {app} returns \{{.*\}}: the app got it from its sidecar over localhost$",
+    "sidecar_registered": r"/v3/apps/GUID/sidecars lists {sidecar} for web \(origin user, command ",
+    "cf_app_shows_sidecar": r"`cf app {app}` shows `sidecars: config-server` for type web$",
+    "processes_in_one_container": r"one `ps aux` inside instance 0 of {app} lists the app \(PID \d+: .*app\.py.*\) "
+                                  r"and the sidecar \(PID \d+: .*config-server.*\): one container$",
+    "sidecar_listening": r"config-server \(PID \d+\) listens on port {port}, and ",
+    "sidecar_port_private": r"127\.0\.0\.1:{port} from outside: .*; through `cf ssh -L \d+:localhost:{port}`: the "
+                            r"sidecar's JSON\. Port {port} is private to the container$",
+    "logs_show_app_and_sidecar": r"recent logs have \d+ line\(s\) tagged \[APP/PROC/WEB/0\] .* and \d+ tagged "
+                                 r"\[APP/PROC/WEB/SIDECAR/CONFIG-SERVER/0\]",
+    "sidecar_crash_recovers": r"the crash was recorded \(app\.crash: 'APP/PROC/WEB/SIDECAR/CONFIG-SERVER: Exited with "
+                              r"status 137'; audit\.app\.process\.crash: crash_count 1\) and instance 0 of {app} is "
+                              r"RUNNING again with /config working$",
+    "codependent_crash": r"config-server exited with status 0 and the app was stopped with it \(.*\); the instance "
+                         r"crashed .* and is RUNNING again$",
+    "memory_limit_carved": r"the app's MEMORY_LIMIT is 192m \(256M - 64M\) and the sidecar's is 64m: sidecar memory "
+                           r"is carved out of the app's$",
+    "supply_ran": r"the latest staging of {app} succeeded and ran the sidecar buildpack's bin/supply \(\d+ line\(s\), "
+                  r"e\.g\. '-----> Sidecar buildpack: {said}",
+    "sidecar_logged": r"\d+ line\(s\) tagged \[APP/PROC/WEB/SIDECAR/PLACEHOLDER/0\] in the logs of {app}, e\.g\. "
+                      r"'placeholder sidecar: still here \(running {path}\)'$",
+    "droplet_holds": r"the droplet of {app} holds {path} \(\d+ bytes, {how}\)$",
+    "staging_failed": r"staging of {app} failed with 'BuildpackCompileFailed.*'; the log says 'Warning: the last "
+                      r"buildpack is not compatible with multi-buildpack apps",
+    "download_failed": r"staging of {app} failed with 'StagingError.*'; the log says 'Could not download "
+                       r"http://127\.0\.0\.1:\d+/sidecar-buildpack/config-server-sidecar/config-server-v9\.9\.9: "
+                       r"HTTP 404'$",
+}
+_SHA = r"SHA-256 [0-9a-f]{16}\.\.\., the uploaded binary's"
+
+# Every check call of each part, in order: (check, what fills its pattern).
+PART1 = [
+    ("app_answers", {}), ("config_from_sidecar", {}), ("sidecar_registered", {"sidecar": "config-server"}),
+    ("cf_app_shows_sidecar", {}), ("processes_in_one_container", {}), ("sidecar_listening", {"port": 8082}),
+    ("sidecar_port_private", {"port": 8082}), ("logs_show_app_and_sidecar", {}), ("sidecar_crash_recovers", {}),
+    ("codependent_crash", {}), ("memory_limit_carved", {}),
+    ("config_from_sidecar", {}), ("sidecar_listening", {"port": 8083}),
+]
+PART2 = [
+    ("supply_ran", {"said": "installing the placeholder sidecar"}),
+    ("sidecar_logged", {"path": "./placeholder-sidecar"}),
+    ("sidecar_registered", {"sidecar": "placeholder"}),
+    ("app_answers", {}),
+    ("droplet_holds", {"path": "app/placeholder-sidecar", "how": "mode -rwxr-xr-x"}),
+    ("staging_failed", {}),
+    ("supply_ran", {"said": "installing the placeholder sidecar"}),
+    ("droplet_holds", {"path": "deps/0/bin/placeholder-sidecar", "how": "mode -rwxr-xr-x"}),
+    ("sidecar_logged", {"path": r"\S*deps/0/bin/placeholder-sidecar"}),
+]
+PART3 = [
+    ("supply_ran", {"said": "downloading config-server from http://127"}),
+    ("config_from_sidecar", {}),
+    ("sidecar_registered", {"sidecar": "config-server"}),
+    ("droplet_holds", {"path": "app/config-server", "how": _SHA}),
+    ("download_failed", {}),
+    ("config_from_sidecar", {}),
+    ("supply_ran", {"said": "downloading config-server from http://127.*config-server-v0\\.0\\.1"}),
+    ("droplet_holds", {"path": "app/config-server", "how": _SHA}),
+    ("supply_ran", {"said": "downloading config-server from http://127.*config-server-v0\\.0\\.2"}),
+    ("config_from_sidecar", {}),
+]
+
+
+def check_calls(path: Path) -> list[str]:
+    """The checks a notebook calls, in order (helpers that prove nothing, like show_sockets, left out)."""
+    nb = nbformat.read(str(path), as_version=4)
+    calls = [m.group(1) for c in nb.cells if c.cell_type == "code"
+             for m in re.finditer(r"\bchecks\.(\w+)\(", c.source)]
+    return [name for name in calls if name not in ("show_sockets", "wait_until_reachable")]
+
+
+def check_lines(executed: Path) -> list[str]:
+    """The ✅ and ⏭️ lines of an executed notebook, in order."""
+    text = outputs_text(executed)
+    return [line for line in text.splitlines() if line.startswith((PASSED_MARK, SKIPPED_MARK))]
+
+
+def assert_claims(source: Path, executed: Path, expected: list[tuple[str, dict]], app: str) -> None:
+    """One ✅ line per check call, in order, each the claim of that very check."""
+    assert check_calls(source) == [name for name, _ in expected], "the notebook's check cells changed"
+    lines = check_lines(executed)
+    assert len(lines) == len(expected), "\n".join(lines)
+    for line, (name, fill) in zip(lines, expected, strict=True):
+        pattern = PASSED_MARK + " " + _PROVES[name].format(app=re.escape(app), **fill)
+        assert re.match(pattern, line), f"{name} should have proven\n  {pattern}\nbut the line is\n  {line}"
+
+
+def skip_without_isolation(localcf: LocalCF) -> None:
+    status = localcf("status").out
+    if "runtime: namespaces" not in status:
+        notice = next((line.strip() for line in status.splitlines() if "namespaces" in line), "runtime: process")
+        pytest.skip(f"Part 1's isolation claims need Linux user namespaces, missing here ({notice})")
 
 
 def run_part(part: str, localcf: LocalCF, out: Path, work: Path, app_name: str) -> subprocess.CompletedProcess:
@@ -29,8 +138,8 @@ def run_part(part: str, localcf: LocalCF, out: Path, work: Path, app_name: str) 
 
 @pytest.mark.timeout(900)  # two full runs of Part 1; a guard against hanging, not a performance claim
 def test_part1_runs_green_twice_in_a_row_on_the_same_platform(localcf: LocalCF, tmp_path: Path) -> None:
+    skip_without_isolation(localcf)
     app_name = f"nb1-{uuid.uuid4().hex[:8]}"
-    isolated = "runtime: namespaces" in localcf("status").out
     for attempt in ("first", "second"):
         out = tmp_path / attempt
         proc = run_part("01", localcf, out, tmp_path / "work", app_name)
@@ -40,15 +149,12 @@ def test_part1_runs_green_twice_in_a_row_on_the_same_platform(localcf: LocalCF, 
         summary = json.loads((out / "summary.json").read_text())
         assert summary["ok"] is True and summary["target"] == "local"
         (result,) = summary["notebooks"]
-        checks = result["passed_checks"] + result["skipped_checks"]
-        assert len(checks) == PART1_CHECKS, checks
-        if isolated:
-            assert result["skipped_checks"] == []
-        else:
-            assert all("runtime mode `process`" in line for line in result["skipped_checks"])
+        assert result["skipped_checks"] == []
+        executed = out / "notebooks" / NOTEBOOK_1.name
+        assert_claims(NOTEBOOK_1, executed, PART1, app_name)
+        assert result["passed_checks"] == check_lines(executed)
 
-        executed = nbformat.read(str(out / "notebooks" / "01-push-app-with-sidecar.ipynb"), as_version=4)
-        text = json.dumps([c.get("outputs", []) for c in executed.cells])
+        text = outputs_text(executed)
         assert f"$ cf push {app_name}" in text, "the notebook shows the real cf commands"
         assert "APP/PROC/WEB/SIDECAR/CONFIG-SERVER: Exited with status 137" in text
 
@@ -58,24 +164,6 @@ def test_part1_runs_green_twice_in_a_row_on_the_same_platform(localcf: LocalCF, 
 
 
 # ------------------------------------------------------------------------------ Parts 2 and 3
-
-import shutil  # noqa: E402
-
-from nbformat.v4 import new_code_cell  # noqa: E402
-
-from sidecarlab import tutorial  # noqa: E402
-from sidecarlab.supply_buildpack import DOWNLOAD_SUPPLY, NEVER_DETECT, PLACEHOLDER_SUPPLY  # noqa: E402
-from test_blobstore import blobstore_processes, wait_until_gone  # noqa: E402
-from conftest import free_port  # noqa: E402
-
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NOTEBOOK_1 = NOTEBOOKS / "01-push-app-with-sidecar.ipynb"
-NOTEBOOK_2 = NOTEBOOKS / "02-sidecar-from-buildpack.ipynb"
-NOTEBOOK_3 = NOTEBOOKS / "03-real-sidecar-from-buildpack.ipynb"
-# Each claim of TUTORIAL.md's Parts 2 and 3, plus the exercises' checks.
-PART2_CHECKS = 9
-PART3_CHECKS = 10
-
 
 def run_parts(parts: list[str], localcf: LocalCF, out: Path, work: Path, home: Path, *params: str,
               notebooks: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -111,8 +199,9 @@ def test_parts_2_and_3_run_green_and_leave_nothing_behind(localcf: LocalCF, tmp_
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] is True
     part2, part3 = summary["notebooks"]
-    assert (len(part2["passed_checks"]), len(part3["passed_checks"])) == (PART2_CHECKS, PART3_CHECKS)
     assert part2["skipped_checks"] == part3["skipped_checks"] == []
+    assert_claims(NOTEBOOK_2, out / "notebooks" / NOTEBOOK_2.name, PART2, app_name)
+    assert_claims(NOTEBOOK_3, out / "notebooks" / NOTEBOOK_3.name, PART3, app_name)
 
     text2 = outputs_text(out / "notebooks" / NOTEBOOK_2.name)
     assert f"$ cf push {app_name} -f " in text2

@@ -9,17 +9,17 @@ import json
 import os
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import pytest
+from conftest import LocalCF, free_port
+from test_blobstore import blobstore_processes, wait_until_gone
 
-from conftest import LocalCF
 from sidecarlab import blobstore, checks, sidecar, supply_buildpack, tutorial
 from sidecarlab.checks import CheckFailed
 from sidecarlab.supply_buildpack import DOWNLOAD_SUPPLY, PLACEHOLDER_SUPPLY, BuildpackError
 from sidecarlab.targets import CFTarget, CommandError, LocalTarget
-from test_blobstore import blobstore_processes, free_port, wait_until_gone
 
 PLACEHOLDER = {"name": "placeholder", "process_types": ["web"], "command": "./placeholder-sidecar"}
 # The seed's bin/supply: curl -sSf alone, without saying which URL failed.
@@ -63,8 +63,8 @@ class Apps:
     def __init__(self, target: LocalTarget, workdir: Path) -> None:
         self.target, self.workdir, self.pushed = target, workdir, []
 
-    def push(self, supply: str, order: str = "first", downloadurl: Optional[str] = None,
-             sidecars: Optional[list[dict]] = None, check: bool = True) -> str:
+    def push(self, supply: str, order: str = "first", downloadurl: str | None = None,
+             sidecars: list[dict] | None = None, check: bool = True) -> str:
         name = f"bp-{uuid.uuid4().hex[:8]}"
         bp_dir = self.workdir / f"{name}-buildpack"
         supply_buildpack.write_buildpack(bp_dir, supply, downloadurl=downloadurl)
@@ -263,7 +263,8 @@ with open(os.environ["CF_STAND_IN_LOG"], "a") as log:
 state = os.environ["CF_STAND_IN_STATE"]
 if args[0] == "curl" and args[1].startswith("/v3/buildpacks"):
     exists = os.path.exists(state)
-    print(json.dumps({{"pagination": {{"next": None}}, "resources": [{{"name": "sidecar_buildpack"}}] if exists else []}}))
+    found = [{{"name": "sidecar_buildpack"}}] if exists else []
+    print(json.dumps({{"pagination": {{"next": None}}, "resources": found}}))
 elif args[0] == "create-buildpack":
     open(state, "w").close(); print("OK")
 elif args[0] == "update-buildpack" and os.environ.get("CF_STAND_IN_NOT_ADMIN"):
@@ -284,6 +285,7 @@ def test_cf_target_creates_then_updates_an_admin_buildpack(tmp_path: Path, monke
     monkeypatch.setenv("CF_STAND_IN_STATE", str(tmp_path / "created"))
     monkeypatch.setenv("CF_USERNAME", "admin")
     monkeypatch.setenv("CF_PASSWORD", "pw")
+    monkeypatch.setenv("SIDECARLAB_WORK", str(tmp_path / "work"))
     cf = CFTarget("https://api.example.com", "org", "space", echo=False)
     bp = supply_buildpack.write_buildpack(tmp_path / "bp", PLACEHOLDER_SUPPLY).directory
 
@@ -292,11 +294,22 @@ def test_cf_target_creates_then_updates_an_admin_buildpack(tmp_path: Path, monke
     assert supply_buildpack.install_buildpack(cf, bp, "sidecar_buildpack", tmp_path / "manifest.yml") == \
         "sidecar_buildpack"
     supply_buildpack.remove_buildpack(cf, "sidecar_buildpack")
-    verbs = [c for c in map(json.loads, log.read_text().splitlines()) if c[0] not in ("api", "auth", "target", "curl")]
+    login = ("version", "api", "auth", "target", "curl")
+    verbs = [c for c in map(json.loads, log.read_text().splitlines()) if c[0] not in login]
     assert verbs == [["create-buildpack", "sidecar_buildpack", str(bp), "999"],
                      ["update-buildpack", "sidecar_buildpack", "-p", str(bp)],
                      ["delete-buildpack", "sidecar_buildpack", "-f"]]
 
     monkeypatch.setenv("CF_STAND_IN_NOT_ADMIN", "1")
-    with pytest.raises(BuildpackError, match="needs the Cloud Foundry admin role"):
+    with pytest.raises(BuildpackError, match="need the Cloud Foundry admin role"):
         supply_buildpack.install_buildpack(cf, bp, "sidecar_buildpack", tmp_path / "manifest.yml")
+
+
+def test_the_droplet_file_is_found_by_the_cf_cli_s_name_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECARLAB_WORK", str(tmp_path / "work"))
+    local, cf = LocalTarget(echo=False), CFTarget("https://api.example.com", "o", "s", echo=False)
+    (tmp_path / "droplet.tgz").write_bytes(b"")  # what localcf wrote before it used cf's name
+    assert local._droplets_in(tmp_path) == [tmp_path / "droplet.tgz"]
+    assert cf._droplets_in(tmp_path) == []
+    (tmp_path / "droplet_5c3a4f0e.tgz").write_bytes(b"")
+    assert local._droplets_in(tmp_path) == cf._droplets_in(tmp_path) == [tmp_path / "droplet_5c3a4f0e.tgz"]

@@ -1,7 +1,9 @@
 """The `%cf` magic: `%cf push ...` echoes `$ cf push ...` and runs it on the notebook's target.
 
-Load it with `%load_ext sidecarlab.magics`; `target_from_params(...)` also loads it and makes its
-target the magic's target. `{name}` in the line is replaced by the notebook variable `name`;
+Load it with `%load_ext sidecarlab.magics`; `sidecarlab.notebook.target_from_params(...)` also
+loads it and makes the target it creates the magic's target. Loading it also makes every kit error
+(`KitError`) and failed check (`CheckFailed`) show as its one message, without a Python traceback.
+`{name}` in the line is replaced by the notebook variable `name`;
 `$VAR` and `$(...)` are left alone for the shell on the platform (as in `cf ssh -c "..."`).
 A leading `--no-check` runs a command whose failure is expected or harmless (for example a
 `cf ssh` that kills the container it runs in).
@@ -11,16 +13,34 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Any, Optional
+from typing import Any
 
+from IPython import get_ipython
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 
-from .targets import CommandError, Target, TargetError
+from .checks import CheckFailed
+from .errors import KitError
+from .targets import Target, TargetError
 
-__all__ = ["CfMagics", "expand", "load_ipython_extension", "use_target"]
+__all__ = [
+    "CLEAN_ERRORS",
+    "CfMagics",
+    "UnknownVariable",
+    "expand",
+    "load_in_running_shell",
+    "load_ipython_extension",
+    "use_target",
+]
+
+#: Errors shown as their message alone: it already says what was wrong and what to do.
+CLEAN_ERRORS: tuple[type[BaseException], ...] = (KitError, CheckFailed)
 
 # `{name}` or `{name.attr}`, but not `${VAR}`, which belongs to the remote shell.
 _PLACEHOLDER = re.compile(r"(?<![$\\])\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\}")
+
+
+class UnknownVariable(KitError, NameError):
+    """`{name}` in a `%cf` line names no notebook variable."""
 
 
 def expand(line: str, namespace: dict[str, Any]) -> str:
@@ -29,7 +49,7 @@ def expand(line: str, namespace: dict[str, Any]) -> str:
     def value(m: re.Match[str]) -> str:
         first, *attrs = m.group(1).split(".")
         if first not in namespace:
-            raise NameError(
+            raise UnknownVariable(
                 f"%cf: {{{m.group(1)}}} names no notebook variable {first!r}: run the parameters "
                 "and setup cells first, or write the value itself."
             )
@@ -47,24 +67,27 @@ class CfMagics(Magics):
 
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
-        self.target: Optional[Target] = None
+        self.target: Target | None = None
 
     def _find_target(self) -> Target:
         if self.target is not None:
             return self.target
-        found = [v for k, v in self.shell.user_ns.items() if isinstance(v, Target) and not k.startswith("_")]
+        found = [v for k, v in self._namespace().items() if isinstance(v, Target) and not k.startswith("_")]
         if len(found) == 1:
             return found[0]
         raise TargetError(
             "%cf has no target: run the setup cell that calls "
-            "sidecarlab.targets.target_from_params(...) first."
+            "sidecarlab.notebook.target_from_params(...) first."
         )
+
+    def _namespace(self) -> dict[str, Any]:
+        return self.shell.user_ns if self.shell is not None else {}
 
     @no_var_expand
     @line_magic
     def cf(self, line: str) -> None:
         """Echo `$ cf ARGS` and run it on the notebook's target, streaming its output."""
-        line = expand(line, self.shell.user_ns).strip()
+        line = expand(line, self._namespace()).strip()
         check = True
         if line.startswith("--no-check"):
             check = False
@@ -78,12 +101,17 @@ class CfMagics(Magics):
         self._find_target().cf(*args, check=check, shown=f"cf {line}", echo=True)
 
 
+def load_in_running_shell() -> bool:
+    """Load the extension into the running IPython (a notebook's kernel); False outside IPython."""
+    shell = get_ipython()
+    if shell is None:
+        return False
+    _registered(shell)
+    return True
+
+
 def use_target(target: Target) -> None:
     """Make `target` the target of `%cf` in the running IPython, loading the magic if needed."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython is a dependency of the kit
-        return
     shell = get_ipython()
     if shell is None:
         return
@@ -111,6 +139,4 @@ def load_ipython_extension(shell: Any) -> None:
     """`%load_ext sidecarlab.magics`: register `%cf` and the short error display."""
     if "CfMagics" not in shell.magics_manager.registry:
         shell.register_magics(CfMagics(shell))
-    from .checks import CheckFailed
-
-    shell.set_custom_exc((CheckFailed, CommandError, TargetError), _short_error)
+    shell.set_custom_exc(CLEAN_ERRORS, _short_error)

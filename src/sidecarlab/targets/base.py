@@ -1,9 +1,9 @@
-"""Targets: the platform a notebook drives, through cf verbs and the /v3 JSON only.
+"""The Target: a platform the tutorial drives through cf verbs and the /v3 JSON only.
 
-A `Target` runs cf verbs and shows their output as the cf CLI prints it. `LocalTarget` drives the
-embedded Cloud Foundry (the `localcf` command, started on first use); `CFTarget` drives the real `cf`
-binary against a foundation. Everything else (curl, ssh, logs, events, cleanup) is written once on
-top of those verbs, so notebooks and checks never branch on the target.
+A `Target` runs cf verbs and shows their output as the cf CLI prints it. Everything else (curl,
+ssh, tunnels, logs, events, droplet download, cleanup) is written once on top of those verbs, so
+notebooks and checks never branch on the target. What differs between platforms (how a verb runs,
+how an app is reached, how a buildpack is made available) is a method each subclass provides.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,33 +20,33 @@ import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
-import requests
+from ..net import free_port
+from ..sidecar import host_goarch
+from .errors import ApiError, CommandError, SshNotAllowed, TargetError, api_errors, ssh_refusal
 
 __all__ = [
-    "CFTarget",
-    "CommandError",
     "CommandResult",
     "Event",
     "HttpResponse",
     "Instance",
     "Isolation",
-    "LocalTarget",
     "LogLine",
     "Target",
-    "TargetError",
     "parse_log_line",
-    "target_from_params",
 ]
 
 # How long one cf verb may run before it is stopped: a push stages and starts an app, so it is
 # generous; the point is that a notebook never hangs forever on a stuck command.
 DEFAULT_COMMAND_TIMEOUT = 600.0
 HTTP_TIMEOUT = 10.0
-TUNNEL_DEADLINE = 30.0
+# A real foundation's ssh proxy can take half a minute to open a port forward (login, one-time
+# code, container lookup), so the tunnel waits longer than that.
+TUNNEL_DEADLINE = 35.0
 
 # After these verbs an app name may stand for another app (or none): forget remembered guids.
 _VERBS_CHANGING_GUIDS = {"delete", "rename", "create-app", "push", "v3-create-app", "v3-push"}
@@ -55,25 +54,16 @@ _VERBS_CHANGING_GUIDS = {"delete", "rename", "create-app", "push", "v3-create-ap
 # `   2019-05-18T02:53:35.00+0000 [APP/PROC/WEB/SIDECAR/CONFIG-SERVER/0] OUT listening 0.0.0.0:8082...`
 _LOG_LINE = re.compile(r"^\s*(\S+) \[([^\]]+)\] (OUT|ERR) ?(.*)$")
 
+# Colour codes, should a cf CLI print them despite CF_COLOR=false.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
-class TargetError(RuntimeError):
-    """The platform could not be reached or set up; the message says what to do."""
+# `cf download-droplet` (v7+, and localcf) says where it wrote the droplet.
+_DROPLET_WRITTEN = re.compile(r"Droplet downloaded successfully at (.+?)\s*$", re.MULTILINE)
 
-
-class CommandError(TargetError):
-    """A cf verb exited non-zero; carries the command as the learner sees it and its output."""
-
-    def __init__(self, shown: str, returncode: int, output: str, hint: str = "") -> None:
-        tail = "\n".join(output.rstrip().splitlines()[-25:])
-        message = f"`{shown}` failed with exit status {returncode}."
-        if tail:
-            message += f"\n{tail}"
-        if hint:
-            message += f"\n{hint}"
-        super().__init__(message)
-        self.shown = shown
-        self.returncode = returncode
-        self.output = output
+# The learner's settings that would change what the kit's cf calls print (request traces on
+# stdout, colour codes), and the values the kit runs them with.
+_QUIET_CLI = {"CF_TRACE": "false", "CF_COLOR": "false", "NO_COLOR": "1"}
+_FORCED_COLOUR = ("CLICOLOR_FORCE", "FORCE_COLOR")
 
 
 @dataclass
@@ -136,8 +126,8 @@ class Instance:
 
     index: int
     state: str
-    uptime: Optional[float] = None
-    details: Optional[str] = None
+    uptime: float | None = None
+    details: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +138,7 @@ class Isolation:
     reason: str
 
 
-def parse_log_line(line: str) -> Optional[LogLine]:
+def parse_log_line(line: str) -> LogLine | None:
     """A `cf logs` line as a LogLine, or None for lines that are not log lines (headers, blanks)."""
     m = _LOG_LINE.match(line.rstrip("\n"))
     if not m:
@@ -158,12 +148,6 @@ def parse_log_line(line: str) -> Optional[LogLine]:
     if not sep:
         source, instance = tag, ""
     return LogLine(timestamp, source, instance, stream, message)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Target(ABC):
@@ -185,8 +169,11 @@ class Target(ABC):
         """The real argv that runs the cf verb `args` on this target."""
 
     def _env(self) -> dict[str, str]:
-        """The environment the cf command runs in."""
-        return dict(os.environ)
+        """The environment the cf command runs in: the learner's, without request traces or
+        forced colour (either would break what the kit parses)."""
+        env = {k: v for k, v in os.environ.items() if k not in _FORCED_COLOUR}
+        env.update(_QUIET_CLI)
+        return env
 
     def _prepare(self) -> None:  # noqa: B027 (optional hook: most targets need no setup)
         """Make the platform usable (start it, log in); called once before the first verb."""
@@ -207,9 +194,22 @@ class Target(ABC):
     def outside_host(self, app: str) -> str:
         """A host name from which a port of `app`'s container would be reached from outside."""
 
+    @abstractmethod
+    def install_buildpack(self, directory: Path, name: str, manifest: Path) -> str:
+        """Make the buildpack in `directory` usable by the app of `manifest`; returns how the
+        manifest's `buildpacks:` names it."""
+
+    @abstractmethod
+    def remove_buildpack(self, name: str) -> None:
+        """Undo `install_buildpack` (nothing is left on the platform)."""
+
+    def space_name(self) -> str:
+        """The targeted space, as `cf allow-space-ssh` wants it."""
+        return "SPACE"
+
     # ------------------------------------------------------------------------------- cf verbs
 
-    def prepare(self) -> "Target":
+    def prepare(self) -> Target:
         """Start or log in to the platform once; every verb calls this first."""
         if not self._prepared:
             self._prepare()
@@ -220,11 +220,11 @@ class Target(ABC):
         self,
         *args: str,
         check: bool = True,
-        echo: Optional[bool] = None,
+        echo: bool | None = None,
         quiet: bool = False,
-        shown: Optional[str] = None,
-        cwd: Optional[Path] = None,
-        timeout: Optional[float] = None,
+        shown: str | None = None,
+        cwd: Path | None = None,
+        timeout: float | None = None,
     ) -> CommandResult:
         """Run the cf verb `args`, echoing `$ cf ...` and streaming its output line by line.
 
@@ -239,11 +239,16 @@ class Target(ABC):
             print(f"$ {shown}", flush=True)
         returncode, output = self._run(self._argv(args), quiet=quiet, cwd=cwd,
                                        timeout=timeout or self.command_timeout, shown=shown)
+        if args and args[0] == "ssh" and returncode != 0:
+            # Never an expected failure, not even under --no-check: nothing after it can work.
+            refused = ssh_refusal(output)
+            if refused:
+                raise SshNotAllowed(shown, refused, args[1] if len(args) > 1 else "APP", self.space_name())
         if check and returncode != 0:
             raise CommandError(shown, returncode, output)
         return CommandResult(shown, returncode, output)
 
-    def _run(self, argv: list[str], *, quiet: bool, cwd: Optional[Path], timeout: float,
+    def _run(self, argv: list[str], *, quiet: bool, cwd: Path | None, timeout: float,
              shown: str) -> tuple[int, str]:
         try:
             proc = subprocess.Popen(
@@ -277,7 +282,7 @@ class Target(ABC):
                 proc.wait()
             if proc.stdout is not None:
                 proc.stdout.close()
-        output = "".join(lines)
+        output = _ANSI.sub("", "".join(lines))
         if timed_out.is_set():
             raise CommandError(shown, returncode, output,
                                hint=f"It was stopped after {timeout:.0f}s without finishing.")
@@ -289,25 +294,32 @@ class Target(ABC):
     # ------------------------------------------------------------------------- built on verbs
 
     def curl(self, path: str, method: str = "GET", body: Any = None) -> Any:
-        """`cf curl PATH` parsed as JSON (raises CommandError on an API error)."""
+        """`cf curl PATH` parsed as JSON. Cloud Controller's error document raises ApiError (with
+        its title and detail): `cf curl` itself exits 0 on an HTTP error."""
         args = ["curl", path]
         if method != "GET":
             args += ["-X", method]
         if body is not None:
             args += ["-d", json.dumps(body)]
-        result = self.cf(*args, echo=False, quiet=True)
+        result = self.cf(*args, echo=False, quiet=True, check=False)
         text = result.output.strip()
-        if not text:
-            return {}
         try:
-            return json.loads(text)
+            document = json.loads(text) if text else {}
         except ValueError:
-            raise TargetError(f"`{result.shown}` did not answer JSON:\n{text[:2000]}") from None
+            document = None
+        errors = api_errors(document)
+        if errors:
+            raise ApiError(result.shown, errors)
+        if result.returncode != 0:
+            raise CommandError(result.shown, result.returncode, result.output)
+        if document is None:
+            raise TargetError(f"`{result.shown}` did not answer JSON:\n{text[:2000]}")
+        return document
 
     def curl_all(self, path: str) -> list[dict[str, Any]]:
         """Every resource of a paginated `/v3` list, following `pagination.next`."""
         resources: list[dict[str, Any]] = []
-        next_path: Optional[str] = path
+        next_path: str | None = path
         while next_path:
             page = self.curl(next_path)
             resources.extend(page.get("resources", []))
@@ -371,7 +383,7 @@ class Target(ABC):
         """`cf ssh -N -L LOCAL:localhost:PORT`: yields LOCAL, a port on this machine that reaches
         `port` inside the instance's container, and closes the tunnel afterwards."""
         self.prepare()
-        local = _free_port()
+        local = free_port()
         args = ["ssh", app, "-N", "-L", f"{local}:localhost:{port}"]
         if index:
             args[2:2] = ["-i", str(index)]
@@ -384,7 +396,11 @@ class Target(ABC):
                 while True:
                     if proc.poll() is not None:
                         log.seek(0)
-                        raise CommandError(shown, proc.returncode, log.read(),
+                        said = _ANSI.sub("", log.read())
+                        refused = ssh_refusal(said)
+                        if refused:
+                            raise SshNotAllowed(shown, refused, app, self.space_name())
+                        raise CommandError(shown, proc.returncode, said,
                                            hint="The tunnel ended before it accepted a connection.")
                     try:
                         with socket.create_connection(("127.0.0.1", local), timeout=1):
@@ -436,9 +452,26 @@ class Target(ABC):
 
     def goarch(self) -> str:
         """The CPU (Go's GOARCH) the platform's cells run, for cross-compiling the sidecar."""
-        from .sidecar import host_goarch
-
         return host_goarch()
+
+    def download_droplet(self, app: str, dest_dir: Path) -> Path:
+        """`cf download-droplet APP --path DIR`: the app's current droplet (.tgz) in `dest_dir`,
+        named as the cf CLI names it (`droplet_<guid>.tgz`)."""
+        dest_dir = Path(dest_dir)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        result = self.cf("download-droplet", app, "--path", str(dest_dir), echo=False, quiet=True)
+        written = _DROPLET_WRITTEN.search(result.output)
+        if written and Path(written.group(1)).is_file():
+            return Path(written.group(1))
+        found = self._droplets_in(dest_dir)
+        if not found:
+            raise TargetError(f"`{result.shown}` wrote no droplet into {dest_dir}; it said:\n"
+                              f"{result.output.strip()[-1000:]}")
+        return max(found, key=lambda p: p.stat().st_mtime)
+
+    def _droplets_in(self, directory: Path) -> list[Path]:
+        """Droplet files `cf download-droplet` may have written into `directory`."""
+        return sorted(directory.glob("droplet_*.tgz"))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"
@@ -446,233 +479,3 @@ class Target(ABC):
     def describe(self) -> str:
         """One line saying which platform this is."""
         return self.kind
-
-
-class LocalTarget(Target):
-    """The embedded Cloud Foundry: runs the `localcf` command, starting the daemon on first use."""
-
-    kind = "local"
-
-    def __init__(self, home: Optional[Path] = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.home = Path(home).resolve() if home else None
-        self.router_port: Optional[int] = None
-        self.runtime: Optional[str] = None
-        self.runtime_notice: Optional[str] = None
-
-    def _argv(self, args: Sequence[str]) -> list[str]:
-        # The same interpreter as the kit, so the command always matches the installed localcf.
-        return [sys.executable, "-m", "localcf.cli", *args]
-
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        if self.home:
-            env["LOCALCF_HOME"] = str(self.home)
-        return env
-
-    def _install_hint(self) -> str:
-        return "Install the kit with: pip install -e '.[kit]' (it includes localcf)."
-
-    def _prepare(self) -> None:
-        self._quiet("start")
-        self.refresh()
-
-    def _quiet(self, *args: str) -> str:
-        shown = "localcf " + shlex.join(args)
-        returncode, output = self._run(self._argv(args), quiet=True, cwd=None, timeout=120, shown=shown)
-        if returncode != 0:
-            raise CommandError(shown, returncode, output,
-                               hint="localcf could not be started; its log is daemon.log in its state dir "
-                                    "($LOCALCF_HOME).")
-        return output
-
-    def refresh(self) -> None:
-        """Read the router port and runtime mode again from the platform's info (JSON, a stable interface)."""
-        info = json.loads(self._quiet("curl", "/localcf/v1/info"))
-        self.router_port = info.get("router_port")
-        self.runtime = info.get("runtime")
-        self.runtime_notice = info.get("runtime_notice")
-
-    def app_url(self, app: str) -> str:
-        self.prepare()
-        routes = self.routes(app)
-        if not routes:
-            raise TargetError(f"App '{app}' has no route: push it without --no-route.")
-        if self.router_port is None:
-            self.refresh()
-        return f"http://{routes[0]}:{self.router_port}" if self.router_port else f"http://{routes[0]}"
-
-    def http_get(self, app: str, path: str = "/", timeout: float = HTTP_TIMEOUT) -> HttpResponse:
-        self.prepare()
-        routes = self.routes(app)
-        if not routes:
-            raise TargetError(f"App '{app}' has no route: push it without --no-route.")
-        if self.router_port is None:
-            self.refresh()
-        if self.router_port is None:
-            raise TargetError("localcf runs no router (its container runtime is missing): "
-                              "see `localcf status`.")
-        host, _, route_path = routes[0].partition("/")
-        full_path = ("/" + route_path.rstrip("/") if route_path else "") + path
-        # *.apps.localhost does not resolve everywhere; the router only needs the Host header.
-        url = f"http://127.0.0.1:{self.router_port}{full_path}"
-        try:
-            r = requests.get(url, headers={"Host": host}, timeout=timeout)
-        except requests.RequestException as exc:
-            raise TargetError(f"GET http://{host}:{self.router_port}{full_path} got no answer: {exc}") from None
-        return HttpResponse(f"http://{host}:{self.router_port}{full_path}", r.status_code,
-                            dict(r.headers), r.text)
-
-    def isolation(self) -> Isolation:
-        self.prepare()
-        if self.runtime == "namespaces":
-            return Isolation(True, "localcf runs each instance in its own Linux namespaces (a container)")
-        if self.runtime == "process":
-            why = f"; localcf says: {self.runtime_notice}" if self.runtime_notice else ""
-            return Isolation(False, "localcf runs apps as plain processes (runtime mode `process`), so there "
-                             "is no container boundary to prove" + why)
-        return Isolation(False, "localcf reports no container runtime (see `localcf status`)")
-
-    def outside_host(self, app: str) -> str:
-        # The host is the outside of every localcf container.
-        return "127.0.0.1"
-
-    def stop(self) -> None:
-        """Stop this target's localcf daemon (apps come back on the next start)."""
-        self._run(self._argv(["stop"]), quiet=True, cwd=None, timeout=60, shown="localcf stop")
-        self._prepared = False
-
-    def describe(self) -> str:
-        home = self.home or os.environ.get("LOCALCF_HOME")
-        where = f"LOCALCF_HOME={home}" if home else "the default state dir"
-        return f"local (localcf, {where})"
-
-
-class CFTarget(Target):
-    """A real Cloud Foundry through the `cf` binary: api, org and space from parameters,
-    credentials ONLY from the environment variables CF_USERNAME and CF_PASSWORD.
-
-    Not tested against a real foundation (none is reachable where this kit is developed); its
-    tests drive a recorded `cf` stand-in.
-    """
-
-    kind = "cf"
-
-    def __init__(self, api: str, org: str, space: str, *, skip_ssl_validation: bool = False,
-                 cf_binary: str = "cf", cf_home: Optional[Path] = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        missing = [name for name, value in (("cf_api", api), ("cf_org", org), ("cf_space", space)) if not value]
-        if missing:
-            raise TargetError(
-                f"target='cf' needs the parameter(s) {', '.join(missing)}: set them in the notebook's "
-                "parameters cell or in notebooks/params/cf.yml (credentials go in the environment "
-                "variables CF_USERNAME and CF_PASSWORD, never in parameters)."
-            )
-        self.api, self.org, self.space = api, org, space
-        self.skip_ssl_validation = skip_ssl_validation
-        self.cf_binary = cf_binary
-        self.cf_home = Path(cf_home) if cf_home else None
-
-    def _argv(self, args: Sequence[str]) -> list[str]:
-        return [self._binary(), *args]
-
-    def _binary(self) -> str:
-        found = shutil.which(self.cf_binary)
-        if not found:
-            raise TargetError(
-                f"The cf CLI ({self.cf_binary!r}) is not on PATH. Install cf CLI v8 "
-                "(https://github.com/cloudfoundry/cli#downloads), or use target='local'."
-            )
-        return found
-
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        if self.cf_home:
-            env["CF_HOME"] = str(self.cf_home)
-        return env
-
-    def _install_hint(self) -> str:
-        return "Install the cf CLI v8, or use target='local'."
-
-    def _prepare(self) -> None:
-        missing = [v for v in ("CF_USERNAME", "CF_PASSWORD") if not os.environ.get(v)]
-        if missing:
-            raise TargetError(
-                f"target='cf' needs credentials in the environment variable(s) {', '.join(missing)} "
-                "(never in notebook parameters). Export them before starting Jupyter or "
-                "`sidecarlab run`, e.g. `export CF_USERNAME=... CF_PASSWORD=...`."
-            )
-        self._prepared = True  # the login verbs below must not recurse into prepare()
-        try:
-            api = ["api", self.api] + (["--skip-ssl-validation"] if self.skip_ssl_validation else [])
-            self.cf(*api, echo=False, quiet=True)
-            # `cf auth` with no arguments reads CF_USERNAME and CF_PASSWORD itself, so the
-            # password never appears in an argv or an echoed line.
-            self.cf("auth", echo=False, quiet=True)
-            self.cf("target", "-o", self.org, "-s", self.space, echo=False, quiet=True)
-        except BaseException:
-            self._prepared = False
-            raise
-
-    def app_url(self, app: str) -> str:
-        routes = self.routes(app)
-        if not routes:
-            raise TargetError(f"App '{app}' has no route: push it without --no-route.")
-        return f"https://{routes[0]}"
-
-    def http_get(self, app: str, path: str = "/", timeout: float = HTTP_TIMEOUT) -> HttpResponse:
-        url = self.app_url(app).rstrip("/") + path
-        try:
-            r = requests.get(url, timeout=timeout, verify=not self.skip_ssl_validation)
-        except requests.RequestException as exc:
-            raise TargetError(f"GET {url} got no answer: {exc}") from None
-        return HttpResponse(url, r.status_code, dict(r.headers), r.text)
-
-    def isolation(self) -> Isolation:
-        return Isolation(True, "Cloud Foundry runs each instance in its own Diego container")
-
-    def goarch(self) -> str:
-        # cflinuxfs stacks run on x86-64 cells.
-        return "amd64"
-
-    def outside_host(self, app: str) -> str:
-        routes = self.routes(app)
-        return routes[0].partition("/")[0] if routes else self.api
-
-    def describe(self) -> str:
-        return f"cf ({self.api}, org {self.org}, space {self.space})"
-
-
-def target_from_params(
-    target: str = "local",
-    cf_api: Optional[str] = None,
-    cf_org: Optional[str] = None,
-    cf_space: Optional[str] = None,
-    cf_skip_ssl_validation: bool = False,
-    localcf_home: Optional[str] = None,
-    **_other_params: Any,
-) -> Target:
-    """The Target a notebook's parameters name, made the target of its `%cf` magic.
-
-    Extra parameters (app_name, config_server_port, ...) are accepted and ignored, so a notebook
-    can pass all of its parameters.
-    """
-    kind = (target or "").strip().lower()
-    made: Target
-    if kind == "local":
-        made = LocalTarget(home=Path(localcf_home) if localcf_home else None)
-    elif kind == "cf":
-        made = CFTarget(cf_api or "", cf_org or "", cf_space or "", skip_ssl_validation=cf_skip_ssl_validation)
-    else:
-        raise TargetError(
-            f"Unknown target {target!r}: the `target` parameter must be 'local' (the embedded "
-            "Cloud Foundry) or 'cf' (a real foundation). Fix it in the notebook's parameters cell "
-            "or pass -p target local to `sidecarlab run`."
-        )
-    try:
-        from . import magics
-    except ImportError:  # IPython is missing: no notebook, so no magic to point at the target
-        return made
-    magics.use_target(made)
-    return made
-

@@ -1,0 +1,91 @@
+"""Checks: each proves one claim of the tutorial on any target.
+
+A check prints exactly one line: `✅ <what was proven>`, or `⏭️ skipped: <claim> (<why>)` when the
+target cannot show it. Otherwise it raises `CheckFailed` with what was expected, what was seen and
+a hint. The rooms: `core` (the `check` decorator, results, failures), `snapshot` (processes and
+sockets inside an instance), `part1` and `parts_2_3` (the claims of each part).
+"""
+
+from __future__ import annotations
+
+from .core import (
+    DEFAULT_DEADLINE,
+    FAILED_MARK,
+    PASSED_MARK,
+    POLL_SECONDS,
+    SKIPPED_MARK,
+    CheckFailed,
+    CheckResult,
+    _Fail,
+    check,
+    fail,
+)
+from .part1 import (
+    CONFIG,
+    GREETING,
+    SIDECAR_DOWN,
+    app_answers,
+    cf_app_shows_sidecar,
+    codependent_crash,
+    config_from_sidecar,
+    logs_show_app_and_sidecar,
+    memory_limit_carved,
+    processes_in_one_container,
+    sidecar_crash_recovers,
+    sidecar_listening,
+    sidecar_port_private,
+    sidecar_registered,
+    wait_until_reachable,
+)
+from .parts_2_3 import (
+    download_error_line,
+    download_failed,
+    droplet_holds,
+    latest_build,
+    sidecar_logged,
+    staging_failed,
+    staging_log,
+    supply_ran,
+)
+from .snapshot import ContainerSnapshot, TcpSocket, container_snapshot, parse_snapshot, show_sockets
+
+__all__ = [
+    "CONFIG",
+    "DEFAULT_DEADLINE",
+    "FAILED_MARK",
+    "GREETING",
+    "PASSED_MARK",
+    "POLL_SECONDS",
+    "SIDECAR_DOWN",
+    "SKIPPED_MARK",
+    "CheckFailed",
+    "CheckResult",
+    "ContainerSnapshot",
+    "TcpSocket",
+    "_Fail",
+    "app_answers",
+    "cf_app_shows_sidecar",
+    "check",
+    "codependent_crash",
+    "config_from_sidecar",
+    "container_snapshot",
+    "download_error_line",
+    "download_failed",
+    "droplet_holds",
+    "fail",
+    "latest_build",
+    "logs_show_app_and_sidecar",
+    "memory_limit_carved",
+    "parse_snapshot",
+    "processes_in_one_container",
+    "show_sockets",
+    "sidecar_crash_recovers",
+    "sidecar_listening",
+    "sidecar_logged",
+    "sidecar_port_private",
+    "sidecar_registered",
+    "staging_failed",
+    "staging_log",
+    "supply_ran",
+    "wait_until_reachable",
+]
