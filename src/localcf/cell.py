@@ -314,19 +314,25 @@ class Cell:
         timer.start()
 
     def _report_crash(self, inst: Instance, reason: str) -> None:
+        """Cloud Controller's side of a crash: two `[API]` lines and two audit events.
+
+        Field for field as cloud_controller_ng records them: `audit.app.process.crash` (actor: the
+        process) carries the whole crash payload, `crash_count` included; `app.crash` (actor: the
+        app) keeps only `instance, index, cell_id, exit_status, exit_description, reason` of it.
+        Diego's payload has no `exit_status`, so neither event has one.
+        """
         c = self.c
         app = c.store.maybe("apps", inst.app_guid)
         if not app:
             return
-        ts = time.time_ns()
-        payload = {"instance": inst.guid, "index": inst.index, "cell_id": CELL_ID, "reason": "CRASHED",
-                   "exit_description": reason, "crash_count": inst.crash_count, "crash_timestamp": ts,
-                   "version": inst.version}
+        payload = crash_payload(inst, reason, time.time_ns())
         c.logs.emit(app["guid"], "API", 0, "OUT", f'Process has crashed with type: "{inst.process_type}"')
         c.logs.emit(app["guid"], "API", 0, "OUT",
                     f"App instance exited with guid {app['guid']} payload: {ruby_hash(payload)}")
-        c.audit("audit.app.process.crash", app, {**payload, "process_type": inst.process_type})
-        c.audit("app.crash", app, {**payload})
+        process_actor = {"guid": inst.process_guid, "type": "process", "name": inst.process_type}
+        app_actor = {"guid": app["guid"], "type": "app", "name": app["name"]}
+        c.audit("audit.app.process.crash", app, truncate_description(payload), actor=process_actor)
+        c.audit("app.crash", app, app_crash_metadata(payload), actor=app_actor)
 
     def _restart(self, inst: Instance) -> None:
         with self._lock:
@@ -430,6 +436,37 @@ class Cell:
             return None
         with self._lock:
             return self._instances.get(web["guid"], {}).get(index)
+
+
+# what cloud_controller_ng's AppEventRepository#create_app_crash_event keeps of the crash payload
+APP_CRASH_FIELDS = ("instance", "index", "cell_id", "exit_status", "exit_description", "reason")
+TRUNCATE_THRESHOLD = 10000  # cloud_controller_ng's TruncationMixin
+TRUNCATED_SUFFIX = " (truncated)"
+
+
+def crash_payload(inst: Instance, reason: str, timestamp_ns: int) -> dict[str, Any]:
+    """What Diego reports to Cloud Controller for a crash (plus the process version CC adds),
+    in its order: this is also what the `[API]` log line renders."""
+    return {"instance": inst.guid, "index": inst.index, "cell_id": CELL_ID, "reason": "CRASHED",
+            "exit_description": reason, "crash_count": inst.crash_count, "crash_timestamp": timestamp_ns,
+            "version": inst.version}
+
+
+def truncate(message: str) -> str:
+    """ActiveSupport's `String#truncate(10000, omission: ' (truncated)')`."""
+    if len(message) <= TRUNCATE_THRESHOLD:
+        return message
+    return message[: TRUNCATE_THRESHOLD - len(TRUNCATED_SUFFIX)] + TRUNCATED_SUFFIX
+
+
+def truncate_description(payload: dict[str, Any]) -> dict[str, Any]:
+    return {**payload, "exit_description": truncate(str(payload.get("exit_description") or ""))}
+
+
+def app_crash_metadata(payload: dict[str, Any]) -> dict[str, Any]:
+    """`app.crash` metadata: the payload sliced to APP_CRASH_FIELDS (in that order, missing ones
+    skipped, as Ruby's Hash#slice does), its exit_description truncated."""
+    return truncate_description({k: payload[k] for k in APP_CRASH_FIELDS if k in payload})
 
 
 def _duration(seconds: float) -> str:

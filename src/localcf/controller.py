@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from . import blobs
 from . import manifest as manifest_mod
 from .buildpacks import is_url, zip_dir
 from .logstream import LogStream
@@ -49,6 +50,16 @@ def not_found(what: str) -> ApiError:
 
 def unprocessable(detail: str) -> ApiError:
     return ApiError(422, 10008, "CF-UnprocessableEntity", detail)
+
+
+def not_enough_space(what: str, needed: int, where: Path, free: int | None = None) -> ApiError:
+    """A blob that does not fit on the state dir's disk: 507 Insufficient Storage, naming the cause."""
+    if free is None:
+        free = blobs.free_space(where)
+    return ApiError(507, 150007, "CF-BlobstoreError",
+                    f"Not enough space to store the {what}: it needs {blobs.human_size(needed)}, the disk of "
+                    f"{where} has {blobs.human_size(free)} free. Free some space (delete apps you no longer "
+                    f"need: `localcf delete APP`) and try again.")
 
 
 def unknown_buildpack(name: str) -> ApiError:
@@ -105,19 +116,21 @@ class Controller:
         return self.store.update("apps", guid, **changes)
 
     def delete_app(self, guid: str) -> None:
+        """Delete an app and everything it owns. Works on a full disk: the blobs go first, which
+        frees the space the database needs to record the deletion."""
         app = self.app_by_guid(guid)
         self.cell.remove_app(guid)
+        shutil.rmtree(self.state.caches / guid, ignore_errors=True)
+        for folder in (self.state.packages, self.state.droplets):
+            for f in folder.glob(f"{guid}-*"):
+                f.unlink(missing_ok=True)
         with self.store.transaction():
             for kind in ("processes", "sidecars", "packages", "builds", "droplets", "routes"):
                 for rec in self.store.find(kind, app_guid=guid):
                     self.store.delete(kind, rec["guid"])
             self.store.delete("apps", guid)
-        shutil.rmtree(self.state.caches / guid, ignore_errors=True)
-        for kind, folder, ext in (("packages", self.state.packages, ".zip"),
-                                  ("droplets", self.state.droplets, ".tgz")):
-            for f in folder.glob(f"{guid}-*{ext}"):
-                f.unlink(missing_ok=True)
         self.audit("audit.app.delete-request", app, {"request": {"recursive": True}})
+        self.store.keep_reserve()
 
     def set_env(self, guid: str, changes: dict[str, str | None]) -> dict[str, Any]:
         """PATCH semantics: a None value removes the variable."""
@@ -289,10 +302,7 @@ class Controller:
         bp = self.store.get("buildpacks", guid)
         if bp.get("locked"):
             raise unprocessable("The buildpack is locked")
-        path = self.state.buildpacks / f"{guid}.zip"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        self._write_blob(self.state.buildpacks / f"{guid}.zip", data, "buildpack")
         return self.store.update("buildpacks", guid, filename=Path(filename).name, state="READY",
                                  checksum=hashlib.sha256(data).hexdigest())
 
@@ -327,12 +337,16 @@ class Controller:
 
     def upload_package(self, guid: str, data: bytes) -> dict[str, Any]:
         pkg = self.store.get("packages", guid)
-        path = self.package_path(pkg)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        self._write_blob(self.package_path(pkg), data, "package")
         return self.store.update("packages", guid, state="READY",
                                  checksum=hashlib.sha256(data).hexdigest(), size=len(data))
+
+    def _write_blob(self, path: Path, data: bytes, what: str) -> None:
+        """Store a blob whole or not at all; one that does not fit is refused before writing."""
+        try:
+            blobs.write_atomically(path, data)
+        except blobs.NoSpace as e:
+            raise not_enough_space(what, e.needed, path.parent, e.free) from None
 
     def package_path(self, pkg: dict[str, Any]) -> Path:
         return self.state.packages / f"{pkg['app_guid']}-{pkg['guid']}.zip"
@@ -384,10 +398,11 @@ class Controller:
 
     # --------------------------------------------------------------- events
 
-    def audit(self, etype: str, app: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    def audit(self, etype: str, app: dict[str, Any], data: dict[str, Any],
+              actor: dict[str, str] | None = None) -> dict[str, Any]:
         return self.store.insert("audit_events", {
             "app_guid": app["guid"], "name": etype, "type": etype,
-            "actor": {"guid": USER_GUID, "type": "user", "name": USER_NAME},
+            "actor": actor or {"guid": USER_GUID, "type": "user", "name": USER_NAME},
             "target": {"guid": app["guid"], "type": "app", "name": app["name"]},
             "data": data,
         })

@@ -6,6 +6,8 @@ the fields loggregator's envelopes carry that the cf CLI prints.
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 import threading
 import time
 from datetime import datetime
@@ -43,6 +45,7 @@ class LogStream:
         self._cond = threading.Condition()
         self._seq = 0
         self._tail: list[tuple[int, dict[str, Any]]] = []  # recent envelopes for live followers
+        self._lost_reported = -1e9
 
     def emit(self, app_guid: str, source_type: str, instance: str | int, stream: str,
              message: str) -> None:
@@ -55,7 +58,12 @@ class LogStream:
         for app_guid, source_type, instance, stream, message in items:
             lines = message.rstrip("\n").split("\n") if message else [""]
             envs += [envelope(app_guid, source_type, instance, stream, line) for line in lines]
-        self.store.append_logs(envs)
+        try:
+            self.store.append_logs(envs)
+        except sqlite3.Error as e:
+            # a full disk must not fail what is being logged (a crash, a deletion, a staging):
+            # the lines still reach live followers; `logs --recent` misses them
+            self._report_lost(e)
         with self._cond:
             for e in envs:
                 self._seq += 1
@@ -63,6 +71,13 @@ class LogStream:
             if len(self._tail) > 5000:
                 del self._tail[: len(self._tail) - 5000]
             self._cond.notify_all()
+
+    def _report_lost(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self._lost_reported > 60:
+            self._lost_reported = now
+            print(f"localcf: log lines not persisted ({error}); they reach live tails only",
+                  file=sys.stderr, flush=True)
 
     def recent(self, app_guid: str, limit: int = 1000) -> list[dict[str, Any]]:
         return self.store.recent_logs(app_guid, limit)

@@ -11,13 +11,17 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from . import blobs
 from . import buildpacks as bp_fetch
-from .controller import Controller, STACK
+from .blobs import human_size
+from .controller import STACK, Controller
+from .store import new_guid
 
 CELL_ID = "localcf-cell-0"
 
@@ -29,16 +33,11 @@ STAGING_ERRORS = {
     225: "StagingError - Staging error: staging failed",
 }
 DEFAULT_STAGING_ERROR = "StagingError - Staging error: staging failed"
+# what a program hitting a full disk prints (strerror(ENOSPC), Python's OSError, SQLite)
+NO_SPACE_MARKS = ("No space left on device", "[Errno 28]", "database or disk is full")
 
 # (argv, env, binds {host path: container path}, network, on_output(stream, line)) -> exit status
 TaskRunner = Callable[[list[str], dict[str, str], dict[Path, str], str, Callable[[str, str], None]], int]
-
-
-def human_size(n: int) -> str:
-    for unit, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return f"{n}B"
 
 
 def dir_size(path: Path) -> int:
@@ -125,8 +124,6 @@ class Stager:
         build = store.get("builds", build_guid)
         app = store.get("apps", build["app_guid"])
         work = self.state.staging / build_guid
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
 
         def stg(line: str, stream: str = "OUT") -> None:
             self._log(build_guid, stream, line)
@@ -134,6 +131,8 @@ class Stager:
 
         outcome: dict[str, Any] = {"state": "FAILED", "error": DEFAULT_STAGING_ERROR}
         try:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
             keys, skip_detect = self.download_buildpacks(build, work / "buildpacks", stg)
             stg(f"Cell {CELL_ID} creating container for instance {build_guid}")
             stg(f"Cell {CELL_ID} successfully created container for instance {build_guid}")
@@ -141,6 +140,8 @@ class Stager:
             code = self.run_builder(app, work, keys, skip_detect, stg)
             if code == 0:
                 outcome = self.upload_droplet(app, build, work, stg)
+            elif self._ran_out_of_space(build_guid):
+                outcome = {"state": "FAILED", "error": self.no_space_error()}
             else:
                 outcome = {"state": "FAILED", "error": STAGING_ERRORS.get(code, DEFAULT_STAGING_ERROR)}
             stg(f"Cell {CELL_ID} stopping instance {build_guid}")
@@ -151,12 +152,31 @@ class Stager:
             outcome = {"state": "FAILED", "error": f"StagingError - Staging error: {e}"}
         except Exception as e:  # the daemon must survive any staging failure and record it
             stg(f"Staging failed: {e}", "ERR")
-            outcome = {"state": "FAILED", "error": f"StagingError - Staging error: {e}"}
+            error = self.no_space_error() if blobs.is_no_space(e) else f"StagingError - Staging error: {e}"
+            outcome = {"state": "FAILED", "error": error}
         finally:
+            # the work dir goes first: on a full disk, that frees the room to record the outcome
             shutil.rmtree(work, ignore_errors=True)
             # the build ends after its last line, so a follower that sees the end has seen every line
-            store.update("builds", build_guid, **outcome)
+            try:
+                store.update("builds", build_guid, **outcome)
+            except sqlite3.Error as e:
+                print(f"localcf: could not record the outcome of build {build_guid}: {e}", file=sys.stderr,
+                      flush=True)
             self._finish(build_guid)
+
+    def _ran_out_of_space(self, build_guid: str) -> bool:
+        """Whether the builder's output says it hit a full disk (its exit code alone does not)."""
+        with self._cond:
+            lines = list(self._logs.get(build_guid, []))
+        return any(mark in line for _stream, line in lines for mark in NO_SPACE_MARKS)
+
+    def no_space_error(self) -> str:
+        """The build's error when staging ran out of disk space: it names the cause and the cure."""
+        free = blobs.human_size(blobs.free_space(self.state.root))
+        return (f"StagingError - Staging error: no space left on device: the disk of the state dir "
+                f"{self.state.root} has {free} free; free some space (delete apps you no longer need) "
+                f"and stage again")
 
     def download_buildpacks(self, build: dict[str, Any], dest: Path,
                             stg: Callable[..., None]) -> tuple[list[str], bool]:
@@ -254,8 +274,11 @@ class Stager:
         stg(f"Uploaded build artifacts cache ({human_size(dir_size(self.state.caches / app['guid']))})")
         data = (work / "droplet.tgz").read_bytes()
         meta = result.get("lifecycle_metadata") or {}
+        droplet_guid = new_guid()
+        # the blob first: a droplet record never points at a missing or half-written file
+        blobs.write_atomically(self.state.droplets / f"{app['guid']}-{droplet_guid}.tgz", data)
         droplet = store.insert("droplets", {
-            "app_guid": app["guid"], "package_guid": build["package_guid"], "build_guid": build["guid"],
+            "guid": droplet_guid, "app_guid": app["guid"], "package_guid": build["package_guid"], "build_guid": build["guid"],
             "state": "STAGED", "error": None, "process_types": result.get("process_types") or {},
             "execution_metadata": result.get("execution_metadata", ""),
             "detected_buildpack": result.get("detected_buildpack"),
@@ -266,10 +289,6 @@ class Stager:
             "stack": build.get("stack") or STACK,
             "checksum": hashlib.sha256(data).hexdigest(), "size": len(data),
         })
-        path = self.c.droplet_path(droplet)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
         stg(f"Uploaded droplet ({human_size(len(data))})")
         stg("Uploading complete")
         conflict = self.c.sidecar_conflicts(app["guid"], droplet["sidecars"])

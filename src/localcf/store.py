@@ -15,6 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import blobs
+from .paths import StateDir
+
 KINDS = (
     "apps", "processes", "sidecars", "packages", "builds", "droplets", "buildpacks",
     "audit_events", "routes", "jobs",
@@ -48,6 +51,8 @@ CREATE INDEX IF NOT EXISTS logs_app ON logs(app_guid, id);
 """
 
 _COLUMNS = ("app_guid", "name", "position")
+RESERVE_FILE = "space-reserve"
+RESERVE_BYTES = 2 << 20
 
 
 def now_iso() -> str:
@@ -68,6 +73,14 @@ class Store:
 
     def __init__(self, db_path: Path):
         self.path = Path(db_path)
+        # A daemon that died mid-write left partial blobs beside the database: they only take
+        # space, maybe all of it, and SQLite cannot even open its WAL on a full disk. They go first.
+        blobs.remove_partial(StateDir(self.path.parent))
+        # Room kept in reserve so that a full disk never stops the daemon from opening its records,
+        # deleting an app or recording a failure: released when space runs out, made again later.
+        self._reserve = self.path.parent / RESERVE_FILE
+        self.make_room()
+        self.keep_reserve()
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -80,6 +93,21 @@ class Store:
                 self._db.executescript(_SCHEMA.format(kind=kind))
             self._db.executescript(_LOG_SCHEMA)
 
+    def make_room(self) -> None:
+        """Release the reserve when the disk is (nearly) full, so that the next write fits."""
+        if blobs.free_space(self.path.parent) < RESERVE_BYTES:
+            self._reserve.unlink(missing_ok=True)
+
+    def keep_reserve(self) -> None:
+        """Make the reserve again, when there is room for it and then some."""
+        if self._reserve.exists() or blobs.free_space(self.path.parent) < 3 * RESERVE_BYTES:
+            return
+        try:
+            with open(self._reserve, "wb") as f:
+                f.write(b"\0" * RESERVE_BYTES)
+        except OSError:
+            self._reserve.unlink(missing_ok=True)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -88,6 +116,7 @@ class Store:
     def transaction(self) -> Iterator[None]:
         """Group several writes into one atomic transaction."""
         with self._lock:
+            self.make_room()
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
@@ -116,6 +145,7 @@ class Store:
         rec.pop("updated_at", None)
         cols = {c: rec.get(c) for c in _COLUMNS}
         with self._lock:
+            self.make_room()
             self._db.execute(
                 f"INSERT INTO {kind} (guid, app_guid, name, position, created_at, updated_at, data)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -142,6 +172,7 @@ class Store:
     def update(self, kind: str, guid: str, **changes: Any) -> dict[str, Any]:
         """Merge `changes` into a record and bump `updated_at`."""
         with self._lock:
+            self.make_room()
             rec = self.get(kind, guid)
             rec.update(changes)
             ts = now_iso()
@@ -157,6 +188,7 @@ class Store:
 
     def delete(self, kind: str, guid: str) -> None:
         with self._lock:
+            self.make_room()
             self._db.execute(f"DELETE FROM {kind} WHERE guid = ?", (guid,))
 
     def find(self, kind: str, order: str = "created_at, rowid", **where: Any) -> list[dict[str, Any]]:
