@@ -102,3 +102,21 @@ def test_assemble_wires_the_parts_once(state: StateDir) -> None:
     finally:
         parts.cell.shutdown()
         parts.store.close()
+
+
+def test_the_daemon_refreshes_a_changed_system_buildpack(tmp_path: Path) -> None:
+    """A shipped buildpack that changed since it was installed is uploaded again on start."""
+    from conftest import LocalCF
+
+    cf = LocalCF(tmp_path / "home")
+    cf("start")
+    try:
+        marker = cf.home / "system-buildpacks" / "python_buildpack"
+        digest = marker.read_text()
+        cf("stop")
+        marker.write_text("a digest of an older copy")
+        cf("start")
+        assert marker.read_text() == digest
+        assert "python_buildpack" in cf("buildpacks").out
+    finally:
+        cf("stop", check=False)

@@ -183,11 +183,11 @@ class Daemon:
                 if marker.exists():
                     continue  # installed once, deleted by the user since: respect that
                 bp = c.install_buildpack_dir(name, directory, position=i)
-            elif marker.exists() and marker.read_text() != digest and not existing.get("locked"):
+            elif marker.exists() and marker.read_text() != digest and not existing.locked:
                 from .buildpacks import zip_dir
-                tmp = self.state.buildpacks / f"{existing['guid']}.refresh"
+                tmp = self.state.buildpacks / f"{existing.guid}.refresh"
                 zip_dir(directory, tmp)
-                bp = c.upload_buildpack(existing["guid"], f"{name}.zip", tmp.read_bytes())
+                bp = c.upload_buildpack(existing.guid, f"{name}.zip", tmp.read_bytes())
                 tmp.unlink(missing_ok=True)
             else:
                 continue
