@@ -124,3 +124,15 @@ def test_staging_out_of_space_names_the_cause(small_disk, tmp_path: Path) -> Non
     assert list((cf.home / "staging").iterdir()) == []
     assert partial_blobs(cf.home) == []
     assert cf("delete", "hog", "-f").code == 0
+
+
+def test_the_daemon_starts_on_a_disk_filled_by_something_else(small_disk, tmp_path: Path) -> None:
+    cf, mnt = small_disk
+    app = write_app(tmp_path, "kept", "applications: [{name: kept, no-route: true}]\n")
+    cf("create-app", "kept", cwd=app)
+    cf("stop")
+    fill(mnt / "filler")  # not ours to remove: the store's reserve is what makes room
+    res = cf("start", check=False)
+    assert res.code == 0, res.text
+    assert "kept" in cf("apps").out
+    assert cf("delete", "kept", "-f").code == 0
