@@ -205,10 +205,21 @@ def test_kill_9_of_the_sidecar_crashes_and_restarts_the_instance(cf: LocalCF, tm
         source = f"APP/PROC/WEB/SIDECAR/{app['sidecar'].upper()}"
         events = wait_for(lambda: crashes(cf, app), 20, "an app.crash event")
         data = events[0]["data"]
+        # app.crash keeps CC's slice of the payload (no crash_count), with the app as its actor
+        assert list(data) == ["instance", "index", "cell_id", "exit_description", "reason"], data
         assert data["exit_description"] == f"{source}: Exited with status 137"
-        assert data["crash_count"] == 1 and data["reason"] == "CRASHED" and data["index"] == 0
+        assert data["reason"] == "CRASHED" and data["index"] == 0
         assert data["instance"] == first
-        assert crashes(cf, app, "audit.app.process.crash"), "audit.app.process.crash is recorded"
+        assert events[0]["actor"] == {"guid": app["guid"], "type": "app", "name": app["name"]}
+        # audit.app.process.crash carries the whole payload, crash_count included; its actor is the process
+        process_events = crashes(cf, app, "audit.app.process.crash")
+        assert process_events, "audit.app.process.crash is recorded"
+        full = process_events[0]["data"]
+        assert set(full) == {"instance", "index", "cell_id", "reason", "exit_description", "crash_count",
+                             "crash_timestamp", "version"}, full
+        assert full["crash_count"] == 1 and full["instance"] == first and full["cell_id"] == data["cell_id"]
+        assert full["exit_description"] == data["exit_description"]
+        assert process_events[0]["actor"]["type"] == "process" and process_events[0]["actor"]["name"] == "web"
         # RUNNING again without anyone acting, in a new instance
         wait_for(lambda: [s for s in stats(cf, app) if s["state"] == "RUNNING" and s["instance_guid"] != first],
                  30, "the instance to run again")
@@ -258,7 +269,9 @@ def test_restart_back_off_under_a_shrunk_clock(cf: LocalCF, tmp_path: Path) -> N
     app = push_runtime_app(cf, tmp_path, env={"CRASH_AT_START": "1"}, start=False)
     try:
         subprocess.run([str(BIN / "localcf"), "start", app["name"]], env=cf.env, capture_output=True, timeout=120)
-        events = wait_for(lambda: (lambda e: e if len(e) >= 7 else None)(crashes(cf, app)), 60, "seven crashes")
+        # the crash count is in the process's crash event (app.crash does not carry it, as on CC)
+        events = wait_for(lambda: (lambda e: e if len(e) >= 7 else None)(crashes(cf, app, "audit.app.process.crash")),
+                          60, "seven crashes")
         events.sort(key=lambda e: e["data"]["crash_count"])
         counts = [e["data"]["crash_count"] for e in events]
         assert counts[:7] == [1, 2, 3, 4, 5, 6, 7]

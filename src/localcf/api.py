@@ -7,21 +7,29 @@ controller's, the JSON shapes the presenters', field validation `localcf.validat
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import presenters as P
 from . import validation as V
 from .controller import SPACE_GUID, ApiError, Controller, not_found, unprocessable
 from .httpapi import ROUTES, UPLOAD_MAX, ApiHandler, ApiServer, Raw, Request, Stream, Upgrade, route  # noqa: F401
-from .store import NotFound
+
+if TYPE_CHECKING:
+    from .cell import Instance
+    from .records import App
+    from .runtime import Container
 
 GUID = r"(?P<guid>[^/]+)"
 
 
 # ------------------------------------------------------------------------------------- handlers
+# Each handler reads the request, asks the controller (or the cell, the stager, the log stream) and
+# answers with a presenter's JSON: the records stay typed up to the presenters.
 
 def _c(req: Request) -> Controller:
-    return req.handler.server.controller  # type: ignore[attr-defined]
+    controller: Controller = req.handler.server.controller  # type: ignore[attr-defined]
+    return controller
 
 
 @route("GET", "/")
@@ -40,11 +48,7 @@ def info(req: Request) -> Any:
 @route("GET", "/v3/apps")
 def list_apps(req: Request) -> Any:
     c = _c(req)
-    apps = c.store.find("apps")
-    names = req.q("names")
-    if names:
-        apps = [a for a in apps if a["name"] in names]
-    return P.paginated(c.base_url, "/v3/apps", [P.app(c, a) for a in apps])
+    return P.paginated(c.base_url, "/v3/apps", [P.app(c, a) for a in c.apps(req.q("names") or None)])
 
 
 @route("POST", "/v3/apps")
@@ -70,7 +74,7 @@ def patch_app(req: Request, guid: str) -> Any:
     app = c.app_by_guid(guid)
     body = req.json()
     V.app_update(body)
-    changes: dict[str, Any] = {}
+    changes: dict[str, object] = {}
     if "name" in body:
         changes["name"] = body["name"]
     lifecycle = (body.get("lifecycle") or {}).get("data") or {}
@@ -94,26 +98,13 @@ def delete_app(req: Request, guid: str) -> Any:
 @route("GET", f"/v3/apps/{GUID}/env")
 def app_env(req: Request, guid: str) -> Any:
     c = _c(req)
-    app = c.app_by_guid(guid)
-    web = c.process(guid, "web")
-    vcap = {"application_id": guid, "application_name": app["name"], "name": app["name"],
-            "application_uris": [r["name"] for r in c.routes(guid)], "uris": [r["name"] for r in c.routes(guid)],
-            "space_name": "dev", "space_id": SPACE_GUID, "organization_name": "localcf",
-            "cf_api": c.base_url, "limits": {"mem": web["memory_in_mb"] if web else None,
-                                             "disk": web["disk_in_mb"] if web else None, "fds": 16384},
-            "application_version": web["version"] if web else None, "version": web["version"] if web else None}
-    return {"staging_env_json": {}, "running_env_json": {},
-            "environment_variables": app.get("env") or {},
-            "system_env_json": {"VCAP_SERVICES": {}},
-            "application_env_json": {"VCAP_APPLICATION": vcap}}
+    return P.app_env(c, c.app_by_guid(guid), c.process(guid, "web"), c.routes(guid))
 
 
 @route("GET", f"/v3/apps/{GUID}/environment_variables")
 def get_env_vars(req: Request, guid: str) -> Any:
     c = _c(req)
-    return {"var": c.app_by_guid(guid).get("env") or {},
-            "links": {"self": {"href": f"{c.base_url}/v3/apps/{guid}/environment_variables"},
-                      "app": {"href": f"{c.base_url}/v3/apps/{guid}"}}}
+    return P.environment_variables(c, c.app_by_guid(guid))
 
 
 @route("PATCH", f"/v3/apps/{GUID}/environment_variables")
@@ -122,7 +113,7 @@ def patch_env_vars(req: Request, guid: str) -> Any:
     body = req.json()
     V.env_update(body)
     app = c.set_env(guid, body.get("var") or {})
-    return {"var": app.get("env") or {}}
+    return {"var": dict(app.env)}
 
 
 @route("GET", f"/v3/apps/{GUID}/processes")
@@ -152,7 +143,7 @@ def patch_process(req: Request, guid: str) -> Any:
     c = _c(req)
     body = req.json()
     V.process_update(body)
-    changes: dict[str, Any] = {}
+    changes: dict[str, object] = {}
     if "command" in body:
         changes["user_command"] = body["command"]
     hc = body.get("health_check") or {}
@@ -172,23 +163,21 @@ def patch_process(req: Request, guid: str) -> Any:
 def scale_process(req: Request, guid: str) -> Any:
     c = _c(req)
     body = req.json()
-    changes = {}
-    for key, field in (("instances", "instances"), ("memory_in_mb", "memory_in_mb"), ("disk_in_mb", "disk_in_mb")):
+    changes: dict[str, object] = {}
+    for key in ("instances", "memory_in_mb", "disk_in_mb"):
         if body.get(key) is not None:
             if not isinstance(body[key], int) or body[key] < 0:
                 raise unprocessable(f"{key.capitalize().replace('_', ' ')} must be a non-negative integer")
-            changes[field] = body[key]
+            changes[key] = body[key]
     proc = c.update_process(guid, **changes)
-    c.cell.converge_app(proc["app_guid"])
+    c.cell.converge_app(proc.app_guid)
     return 202, P.process(c, proc)
 
 
 @route("GET", f"/v3/processes/{GUID}/stats")
 def process_stats(req: Request, guid: str) -> Any:
     c = _c(req)
-    proc = c.process_by_guid(guid)
-    stats = c.cell.stats(proc)
-    return {"resources": stats}
+    return P.process_stats(c.cell.stats(c.process_by_guid(guid)))
 
 
 @route("GET", f"/v3/apps/{GUID}/sidecars")
@@ -202,28 +191,22 @@ def app_sidecars(req: Request, guid: str) -> Any:
 def process_sidecars(req: Request, guid: str) -> Any:
     c = _c(req)
     proc = c.process_by_guid(guid)
-    found = [s for s in c.sidecars(proc["app_guid"]) if proc["type"] in s.get("process_types", [])]
-    return P.paginated(c.base_url, f"/v3/processes/{guid}/sidecars", [P.sidecar(c, s) for s in found])
+    return P.paginated(c.base_url, f"/v3/processes/{guid}/sidecars",
+                       [P.sidecar(c, s) for s in c.sidecars(proc.app_guid, proc.type)])
 
 
 @route("GET", f"/v3/sidecars/{GUID}")
 def get_sidecar(req: Request, guid: str) -> Any:
     c = _c(req)
-    try:
-        return P.sidecar(c, c.store.get("sidecars", guid))
-    except NotFound:
-        raise not_found("Sidecar") from None
+    return P.sidecar(c, c.sidecar_by_guid(guid))
 
 
 @route("POST", f"/v3/apps/{GUID}/sidecars")
 def create_sidecar(req: Request, guid: str) -> Any:
     c = _c(req)
-    c.app_by_guid(guid)
     body = req.json()
     V.sidecar_create(body)
-    if c.store.first("sidecars", app_guid=guid, name=body.get("name")):
-        raise unprocessable(f"Sidecar with name '{body.get('name')}' already exists for given app")
-    sc = c.upsert_sidecar(guid, body.get("name", ""), body.get("command", ""), body.get("process_types") or [],
+    sc = c.create_sidecar(guid, body.get("name", ""), body.get("command", ""), body.get("process_types") or [],
                           body.get("memory_in_mb"))
     return 201, P.sidecar(c, sc)
 
@@ -241,27 +224,20 @@ def create_package(req: Request) -> Any:
 @route("POST", f"/v3/packages/{GUID}/upload", max_body=UPLOAD_MAX)
 def upload_package(req: Request, guid: str) -> Any:
     c = _c(req)
-    try:
-        return P.package(c, c.upload_package(guid, req.body))
-    except NotFound:
-        raise not_found("Package") from None
+    return P.package(c, c.upload_package(guid, req.body))
 
 
 @route("GET", f"/v3/packages/{GUID}")
 def get_package(req: Request, guid: str) -> Any:
     c = _c(req)
-    try:
-        return P.package(c, c.store.get("packages", guid))
-    except NotFound:
-        raise not_found("Package") from None
+    return P.package(c, c.package_by_guid(guid))
 
 
 @route("GET", f"/v3/apps/{GUID}/packages")
 def app_packages(req: Request, guid: str) -> Any:
     c = _c(req)
     c.app_by_guid(guid)
-    return P.paginated(c.base_url, f"/v3/apps/{guid}/packages",
-                       [P.package(c, p) for p in c.store.find("packages", app_guid=guid)])
+    return P.paginated(c.base_url, f"/v3/apps/{guid}/packages", [P.package(c, p) for p in c.packages(guid)])
 
 
 @route("POST", "/v3/builds")
@@ -277,52 +253,39 @@ def create_build(req: Request) -> Any:
 @route("GET", f"/v3/builds/{GUID}")
 def get_build(req: Request, guid: str) -> Any:
     c = _c(req)
-    try:
-        return P.build(c, c.store.get("builds", guid))
-    except NotFound:
-        raise not_found("Build") from None
+    return P.build(c, c.build_by_guid(guid))
 
 
 @route("GET", f"/v3/apps/{GUID}/builds")
 def app_builds(req: Request, guid: str) -> Any:
     c = _c(req)
     c.app_by_guid(guid)
-    return P.paginated(c.base_url, f"/v3/apps/{guid}/builds",
-                       [P.build(c, b) for b in c.store.find("builds", app_guid=guid)])
+    return P.paginated(c.base_url, f"/v3/apps/{guid}/builds", [P.build(c, b) for b in c.builds(guid)])
 
 
 @route("GET", f"/v3/droplets/{GUID}")
 def get_droplet(req: Request, guid: str) -> Any:
     c = _c(req)
-    try:
-        return P.droplet(c, c.store.get("droplets", guid))
-    except NotFound:
-        raise not_found("Droplet") from None
+    return P.droplet(c, c.droplet_by_guid(guid))
 
 
 @route("GET", f"/v3/droplets/{GUID}/download")
 def download_droplet(req: Request, guid: str) -> Any:
     c = _c(req)
-    try:
-        d = c.store.get("droplets", guid)
-    except NotFound:
-        raise not_found("Droplet") from None
-    return Raw(c.droplet_path(d).read_bytes(), "application/gzip")
+    return Raw(c.droplet_path(c.droplet_by_guid(guid)).read_bytes(), "application/gzip")
 
 
 @route("GET", f"/v3/apps/{GUID}/droplets")
 def app_droplets(req: Request, guid: str) -> Any:
     c = _c(req)
     c.app_by_guid(guid)
-    return P.paginated(c.base_url, f"/v3/apps/{guid}/droplets",
-                       [P.droplet(c, d) for d in c.store.find("droplets", app_guid=guid)])
+    return P.paginated(c.base_url, f"/v3/apps/{guid}/droplets", [P.droplet(c, d) for d in c.droplets(guid)])
 
 
 @route("GET", f"/v3/apps/{GUID}/droplets/current")
 def current_droplet(req: Request, guid: str) -> Any:
     c = _c(req)
-    app = c.app_by_guid(guid)
-    d = c.store.maybe("droplets", app.get("droplet_guid"))
+    d = c.current_droplet(c.app_by_guid(guid))
     if not d:
         raise not_found("Droplet")
     return P.droplet(c, d)
@@ -340,10 +303,10 @@ def set_droplet(req: Request, guid: str) -> Any:
 def app_action(req: Request, guid: str, action: str) -> Any:
     c = _c(req)
     app = c.app_by_guid(guid)
-    if action in ("start", "restart") and not app.get("droplet_guid"):
+    if action in ("start", "restart") and not app.droplet_guid:
         raise unprocessable("Assign a droplet before starting this app.")
-    app = getattr(c.cell, f"{action}_app")(guid)
-    return P.app(c, app)
+    actions = {"start": c.cell.start_app, "stop": c.cell.stop_app, "restart": c.cell.restart_app}
+    return P.app(c, actions[action](guid))
 
 
 @route("POST", f"/v3/spaces/{GUID}/actions/apply_manifest")
@@ -366,11 +329,7 @@ def get_space(req: Request, guid: str) -> Any:
 @route("GET", "/v3/buildpacks")
 def list_buildpacks(req: Request) -> Any:
     c = _c(req)
-    bps = c.buildpacks()
-    names = req.q("names")
-    if names:
-        bps = [b for b in bps if b["name"] in names]
-    return P.paginated(c.base_url, "/v3/buildpacks", [P.buildpack(c, b) for b in bps])
+    return P.paginated(c.base_url, "/v3/buildpacks", [P.buildpack(c, b) for b in c.buildpacks(req.q("names") or None)])
 
 
 @route("POST", "/v3/buildpacks")
@@ -383,33 +342,28 @@ def create_buildpack(req: Request) -> Any:
     return 201, P.buildpack(c, bp)
 
 
-def _buildpack(c: Controller, guid: str) -> dict[str, Any]:
-    try:
-        return c.store.get("buildpacks", guid)
-    except NotFound:
-        raise not_found("Buildpack") from None
-
-
 @route("GET", f"/v3/buildpacks/{GUID}")
 def get_buildpack(req: Request, guid: str) -> Any:
     c = _c(req)
-    return P.buildpack(c, _buildpack(c, guid))
+    return P.buildpack(c, c.buildpack_by_guid(guid))
 
 
 @route("PATCH", f"/v3/buildpacks/{GUID}")
 def patch_buildpack(req: Request, guid: str) -> Any:
     c = _c(req)
-    _buildpack(c, guid)
+    c.buildpack_by_guid(guid)
     body = req.json()
     V.buildpack_update(body)
-    changes = {k: body[k] for k in ("position", "enabled", "locked", "name", "stack") if k in body}
-    return P.buildpack(c, c.update_buildpack(guid, **changes))
+    changes: dict[str, object] = {k: body[k] for k in ("enabled", "locked", "name", "stack") if k in body}
+    position = body.get("position")
+    return P.buildpack(c, c.update_buildpack(guid, position=int(position) if position is not None else None,
+                                             **changes))
 
 
 @route("POST", f"/v3/buildpacks/{GUID}/upload", max_body=UPLOAD_MAX)
 def upload_buildpack(req: Request, guid: str) -> Any:
     c = _c(req)
-    _buildpack(c, guid)
+    c.buildpack_by_guid(guid)
     V.buildpack_zip(req.body)
     filename = req.headers.get("X-Filename") or "buildpack.zip"
     return P.buildpack(c, c.upload_buildpack(guid, filename, req.body))
@@ -418,7 +372,6 @@ def upload_buildpack(req: Request, guid: str) -> Any:
 @route("DELETE", f"/v3/buildpacks/{GUID}")
 def delete_buildpack(req: Request, guid: str) -> Any:
     c = _c(req)
-    _buildpack(c, guid)
     c.delete_buildpack(guid)
     return 202, {}
 
@@ -426,10 +379,7 @@ def delete_buildpack(req: Request, guid: str) -> Any:
 @route("GET", "/v3/audit_events")
 def audit_events(req: Request) -> Any:
     c = _c(req)
-    targets = req.q("target_guids")
-    found = c.events(targets[0] if len(targets) == 1 else None, req.q("types") or None)
-    if len(targets) > 1:
-        found = [e for e in found if e["target"]["guid"] in targets]
+    found = c.events(req.q("target_guids") or None, req.q("types") or None)
     return P.paginated(c.base_url, "/v3/audit_events", [P.audit_event(c, e) for e in found])
 
 
@@ -443,26 +393,23 @@ def app_routes(req: Request, guid: str) -> Any:
 @route("GET", "/v3/routes")
 def list_routes(req: Request) -> Any:
     c = _c(req)
-    return P.paginated(c.base_url, "/v3/routes", [P.route(c, r) for r in c.store.find("routes")])
+    return P.paginated(c.base_url, "/v3/routes", [P.route(c, r) for r in c.routes()])
 
 
 @route("GET", f"/localcf/v1/apps/{GUID}/logs")
 def recent_logs(req: Request, guid: str) -> Any:
     c = _c(req)
     c.app_by_guid(guid)
-    return {"envelopes": c.logs.recent(guid)}
+    return {"envelopes": [e.as_json() for e in c.logs.recent(guid)]}
 
 
 @route("GET", f"/localcf/v1/builds/{GUID}/log")
 def stream_build_log(req: Request, guid: str) -> Any:
     """A build's staging lines from its first, streamed until staging ends (what `cf push` traces)."""
     c = _c(req)
-    try:
-        c.store.get("builds", guid)
-    except NotFound:
-        raise not_found("Build") from None
+    c.build_by_guid(guid)
 
-    def chunks() -> Any:
+    def chunks() -> Iterator[bytes]:
         for item in c.stager.follow(guid):
             if item is None:
                 yield b"\n"
@@ -476,61 +423,63 @@ def stream_logs(req: Request, guid: str) -> Any:
     c = _c(req)
     c.app_by_guid(guid)
 
-    def chunks() -> Any:
+    def chunks() -> Iterator[bytes]:
         yield b"\n"  # tells the client the tail is attached before anything is staged or started
         for env in c.logs.follow(guid):
-            yield (json.dumps(env) + "\n").encode() if env else b"\n"
+            yield (json.dumps(env.as_json()) + "\n").encode() if env else b"\n"
     return Stream(chunks())
 
 
-def _ssh_instance(req: Request, guid: str) -> tuple[Controller, dict[str, Any], Any, dict[str, Any]]:
+def _ssh_instance(req: Request, guid: str) -> tuple[Controller, App, Instance, Container, dict[str, Any]]:
+    # the last item is the request's JSON body (a JSON boundary: the ssh options as sent)
     c = _c(req)
     app = c.app_by_guid(guid)
     body = req.json()
     index = int(body.get("index") or 0)
     inst = c.cell.instance(guid, index)
-    if app["state"] != "STARTED" or inst is None or inst.container is None or inst.state != "RUNNING":
+    container = inst.container if inst is not None else None
+    if app.state != "STARTED" or inst is None or container is None or inst.state != "RUNNING":
         raise ApiError(400, 10008, "CF-SSHUnavailable" if inst is None else "CF-InstanceNotRunning",
-                       f"Instance {index} of app {app['name']} is not running: ssh needs a RUNNING "
-                       f"instance (see `localcf app {app['name']}`).")
-    return c, app, inst, body
+                       f"Instance {index} of app {app.name} is not running: ssh needs a RUNNING "
+                       f"instance (see `localcf app {app.name}`).")
+    return c, app, inst, container, body
 
 
 @route("POST", f"/localcf/v1/apps/{GUID}/ssh")
 def ssh_session(req: Request, guid: str) -> Any:
     from . import ssh
-    c, app, inst, body = _ssh_instance(req, guid)
+    c, app, inst, container, body = _ssh_instance(req, guid)
     command = body.get("command")
     tty = bool(body.get("tty"))
     env = dict(inst.env)
     if body.get("term"):
         env["TERM"] = body["term"]
     argv = ["/bin/bash", "-c", command] if command else ["/bin/bash", "-l"]
-    home = inst.container.home_root()
-    proc = inst.container.exec(argv, env, tty=tty, cwd=home)
+    home = container.home_root()
+    proc = container.exec(argv, env, tty=tty, cwd=home)
     if tty and body.get("rows") and body.get("cols"):
         proc.resize(int(body["rows"]), int(body["cols"]))
     peer = f"{req.handler.client_address[0]}:{req.handler.client_address[1]}"
-    c.logs.emit(app["guid"], "SSH", inst.index, "OUT", f"Successful remote access by {peer}")
+    c.logs.emit(app.guid, "SSH", inst.index, "OUT", f"Successful remote access by {peer}")
     c.audit("audit.app.ssh-authorized", app, {"index": inst.index})
 
     def run(rfile: Any, sock: Any) -> None:
         try:
             ssh.serve_exec(rfile, sock, proc)
         finally:
-            c.logs.emit(app["guid"], "SSH", inst.index, "OUT", f"Remote access ended for {peer}")
+            c.logs.emit(app.guid, "SSH", inst.index, "OUT", f"Remote access ended for {peer}")
     return Upgrade(run, ssh.UPGRADE)
 
 
 @route("POST", f"/localcf/v1/apps/{GUID}/forward")
 def ssh_forward(req: Request, guid: str) -> Any:
     from . import ssh
-    c, app, inst, body = _ssh_instance(req, guid)
+    _, _, inst, container, body = _ssh_instance(req, guid)
     host = body.get("host") or "localhost"
     if host not in ("localhost", "127.0.0.1", "::1", "0.0.0.0"):
         raise unprocessable(f"localcf forwards to ports inside the container only (localhost), not to {host}")
     try:
-        inner = inst.container.connect(int(body["port"]))
+        inner = container.connect(int(body["port"]))
     except (OSError, ValueError, KeyError) as e:
         raise ApiError(502, 10001, "CF-ForwardFailed",
                        f"Could not connect to {host}:{body.get('port')} inside instance {inst.index}: {e}") from None

@@ -12,14 +12,15 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import environment as envmod
 from .controller import Controller
+from .records import Actor, App, CrashPayload, InstanceStats, JsonObject, Process
 from .router.routes import Backend, build_routes, match_route
-from .runtime import ContainerError, ContainerSpec, ProcessDef, Runtime
+from .runtime import Container, ContainerError, ContainerSpec, ProcessDef, Runtime
 
 CELL_ID = "localcf-cell-0"
 GRACEFUL_SECONDS = 10.0
@@ -54,7 +55,7 @@ class Instance:
     since: float = field(default_factory=time.time)
     crash_count: int = 0
     details: str | None = None
-    container: Any = None
+    container: Container | None = None
     version: str | None = None
     stopping: bool = False
     crashed_reason: str | None = None
@@ -81,13 +82,13 @@ class Cell:
         self._routes_at = 0.0
         # the router asks for backends on every request: answers are cached until an instance changes
         self._gen = 0
-        self._backend_cache: dict[str, tuple[int, list[Any]]] = {}
+        self._backend_cache: dict[str, tuple[int, list[Backend]]] = {}
         self._web_guid: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------- staging
 
     def task_runner(self, argv: list[str], env: dict[str, str], binds: dict[Path, str], network: str,
-                    on_output: Any) -> int:
+                    on_output: Callable[[str, str], None]) -> int:
         """Run a staging task in a container: binds map host dirs to paths under /home/vcap."""
         where = self.runtime.task_paths(binds)
         mapped = []
@@ -104,9 +105,9 @@ class Cell:
 
     def start(self) -> None:
         """Bring back every app that should run (after a daemon start)."""
-        for app in self.c.store.find("apps"):
-            if app["state"] == "STARTED" and app.get("droplet_guid"):
-                self.converge_app(app["guid"])
+        for app in self.c.apps():
+            if app.state == "STARTED" and app.droplet_guid:
+                self.converge_app(app.guid)
 
     def shutdown(self) -> None:
         """Stop every container; desired states stay as they are, for the next start."""
@@ -121,19 +122,19 @@ class Cell:
             t.join(self.graceful + 15)
         self.runtime.close(graceful=1)
 
-    def start_app(self, app_guid: str) -> dict[str, Any]:
+    def start_app(self, app_guid: str) -> App:
         app = self.c.update_app(app_guid, state="STARTED")
         self.c.audit("audit.app.start", app, {})
         self.converge_app(app_guid)
         return app
 
-    def stop_app(self, app_guid: str) -> dict[str, Any]:
+    def stop_app(self, app_guid: str) -> App:
         app = self.c.update_app(app_guid, state="STOPPED")
         self.c.audit("audit.app.stop", app, {})
         self._stop_all(app_guid)
         return app
 
-    def restart_app(self, app_guid: str) -> dict[str, Any]:
+    def restart_app(self, app_guid: str) -> App:
         self._stop_all(app_guid)
         app = self.c.update_app(app_guid, state="STARTED")
         self.c.audit("audit.app.restart", app, {})
@@ -163,19 +164,19 @@ class Cell:
 
     def converge_app(self, app_guid: str) -> None:
         """Make the actual instances match the desired ones for every process type of the app."""
-        app = self.c.store.maybe("apps", app_guid)
+        app = self.c.store.maybe(App, app_guid)
         if not app:
             return
         for proc in self.c.processes(app_guid):
-            want = proc["instances"] if app["state"] == "STARTED" and app.get("droplet_guid") else 0
+            want = proc.instances if app.state == "STARTED" and app.droplet_guid else 0
             with self._lock:
-                by_index = self._instances.setdefault(proc["guid"], {})
+                by_index = self._instances.setdefault(proc.guid, {})
                 extra = [i for idx, i in by_index.items() if idx >= want]
                 for inst in extra:
                     del by_index[inst.index]
                 missing = [idx for idx in range(want) if idx not in by_index]
                 for idx in missing:
-                    by_index[idx] = Instance(app_guid, proc["guid"], proc["type"], idx)
+                    by_index[idx] = Instance(app_guid, proc.guid, proc.type, idx)
                 new = [by_index[idx] for idx in missing]
             for inst in extra:
                 threading.Thread(target=self._destroy, args=(inst, "scale"), daemon=True).start()
@@ -194,37 +195,36 @@ class Cell:
     def _run_instance(self, inst: Instance) -> None:
         """Create the container, start the processes, and wait for the health check."""
         c = self.c
-        app = c.store.maybe("apps", inst.app_guid)
-        proc = c.store.maybe("processes", inst.process_guid)
-        droplet = c.store.maybe("droplets", app and app.get("droplet_guid"))
+        app = c.store.maybe(App, inst.app_guid)
+        proc = c.store.maybe(Process, inst.process_guid)
+        droplet = c.current_droplet(app) if app else None
         if not (app and proc and droplet):
             return
-        inst.version = proc.get("version")
+        inst.version = proc.version
         command = c.effective_command(proc)
         self._emit(inst, "CELL", "OUT", f"Cell {CELL_ID} creating container for instance {inst.guid}")
         if not command:
-            self._crash(inst, f"{source_type(proc['type'])}: no start command", None)
+            self._crash(inst, f"{source_type(proc.type)}: no start command", None)
             return
-        sidecars = [s for s in c.sidecars(app["guid"]) if proc["type"] in s.get("process_types", [])]
+        sidecars = c.sidecars(app.guid, proc.type)
         port = self.runtime.allocate_port()
-        routes = [r["name"] for r in c.routes(app["guid"])]
         ctx = envmod.InstanceContext(
-            app_guid=app["guid"], app_name=app["name"], process_guid=proc["guid"], process_type=proc["type"],
-            process_memory_mb=proc["memory_in_mb"], process_disk_mb=proc["disk_in_mb"],
-            process_version=proc.get("version") or "", instance_guid=inst.guid, instance_index=inst.index,
-            cf_api=c.base_url, external_port=port, port=port, uris=routes,
-            app_env=app.get("env") or {},
-            sidecars=[envmod.SidecarInfo(s["name"], s.get("memory_in_mb")) for s in sidecars],
+            app_guid=app.guid, app_name=app.name, process_guid=proc.guid, process_type=proc.type,
+            process_memory_mb=proc.memory_in_mb, process_disk_mb=proc.disk_in_mb,
+            process_version=proc.version, instance_guid=inst.guid, instance_index=inst.index,
+            cf_api=c.base_url, external_port=port, port=port, uris=[r.name for r in c.routes(app.guid)],
+            app_env=app.env,
+            sidecars=[envmod.SidecarInfo(s.name, s.memory_in_mb) for s in sidecars],
             home_root=self.runtime.home_root(inst.guid),
         )
         try:
-            processes = [ProcessDef(proc["type"], command, envmod.process_environment(ctx))]
-            inst.names = {proc["type"]: None}
+            processes = [ProcessDef(proc.type, command, envmod.process_environment(ctx))]
+            inst.names = {proc.type: None}
             for s in sidecars:
-                name = s["name"] if s["name"] not in inst.names else f"sidecar-{s['name']}"
-                processes.append(ProcessDef(name, s["command"], envmod.process_environment(
-                    ctx, sidecar=envmod.SidecarInfo(s["name"], s.get("memory_in_mb")))))
-                inst.names[name] = s["name"]
+                name = s.name if s.name not in inst.names else f"sidecar-{s.name}"
+                processes.append(ProcessDef(name, s.command, envmod.process_environment(
+                    ctx, sidecar=envmod.SidecarInfo(s.name, s.memory_in_mb))))
+                inst.names[name] = s.name
             inst.env = processes[0].env
         except ValueError as e:  # sidecars leave the app no memory
             self._crash(inst, str(e), None)
@@ -250,11 +250,11 @@ class Cell:
         self._emit(inst, "CELL", "OUT", "Starting health monitoring of container")
         self._health_check(inst, proc, container)
 
-    def _health_check(self, inst: Instance, proc: dict[str, Any], container: Any) -> None:
-        kind = proc.get("health_check_type") or "port"
-        timeout = proc.get("health_check_timeout") or 60
-        invocation = proc.get("health_check_invocation_timeout") or 1
-        endpoint = proc.get("health_check_endpoint") or "/"
+    def _health_check(self, inst: Instance, proc: Process, container: Container) -> None:
+        kind = proc.health_check_type or "port"
+        timeout = proc.health_check_timeout or 60
+        invocation = proc.health_check_invocation_timeout or 1
+        endpoint = proc.health_check_endpoint or "/"
         deadline = time.monotonic() + timeout
         delay = 0.02
         while time.monotonic() < deadline:
@@ -315,19 +315,25 @@ class Cell:
         timer.start()
 
     def _report_crash(self, inst: Instance, reason: str) -> None:
+        """Cloud Controller's side of a crash: two `[API]` lines and two audit events.
+
+        Field for field as cloud_controller_ng records them: `audit.app.process.crash` (actor: the
+        process) carries the whole crash payload, `crash_count` included; `app.crash` (actor: the
+        app) keeps only `instance, index, cell_id, exit_status, exit_description, reason` of it.
+        Diego's payload has no `exit_status`, so neither event has one.
+        """
         c = self.c
-        app = c.store.maybe("apps", inst.app_guid)
+        app = c.store.maybe(App, inst.app_guid)
         if not app:
             return
-        ts = time.time_ns()
-        payload = {"instance": inst.guid, "index": inst.index, "cell_id": CELL_ID, "reason": "CRASHED",
-                   "exit_description": reason, "crash_count": inst.crash_count, "crash_timestamp": ts,
-                   "version": inst.version}
-        c.logs.emit(app["guid"], "API", 0, "OUT", f'Process has crashed with type: "{inst.process_type}"')
-        c.logs.emit(app["guid"], "API", 0, "OUT",
-                    f"App instance exited with guid {app['guid']} payload: {ruby_hash(payload)}")
-        c.audit("audit.app.process.crash", app, {**payload, "process_type": inst.process_type})
-        c.audit("app.crash", app, {**payload})
+        payload = CrashPayload(instance=inst.guid, index=inst.index, cell_id=CELL_ID, reason="CRASHED",
+                               exit_description=reason, crash_count=inst.crash_count,
+                               crash_timestamp=time.time_ns(), version=inst.version).as_json()
+        c.logs.emit(app.guid, "API", 0, "OUT", f'Process has crashed with type: "{inst.process_type}"')
+        c.logs.emit(app.guid, "API", 0, "OUT", f"App instance exited with guid {app.guid} payload: {ruby_hash(payload)}")
+        c.audit("audit.app.process.crash", app, truncate_description(payload),
+                actor=Actor(guid=inst.process_guid, type="process", name=inst.process_type))
+        c.audit("app.crash", app, app_crash_metadata(payload), actor=Actor(guid=app.guid, type="app", name=app.name))
 
     def _restart(self, inst: Instance) -> None:
         with self._lock:
@@ -363,40 +369,41 @@ class Cell:
         with self._lock:
             return sorted(self._instances.get(process_guid, {}).values(), key=lambda i: i.index)
 
-    def stats(self, proc: dict[str, Any]) -> list[dict[str, Any]]:
-        app = self.c.store.maybe("apps", proc["app_guid"])
+    def stats(self, proc: Process) -> list[InstanceStats]:
+        app = self.c.store.maybe(App, proc.app_guid)
         out = []
-        found = {i.index: i for i in self.instances(proc["guid"])}
-        for idx in range(max(proc["instances"], max(found, default=-1) + 1)):
+        found = {i.index: i for i in self.instances(proc.guid)}
+        for idx in range(max(proc.instances, max(found, default=-1) + 1)):
             inst = found.get(idx)
-            usage: dict[str, Any] = {"time": None, "cpu": 0, "mem": 0, "disk": 0}
             state = inst.state if inst else "DOWN"
-            if app and app["state"] != "STARTED":
+            if app and app.state != "STARTED":
                 state = "DOWN"
+            cpu: float = 0
+            mem = disk = 0
             if inst and inst.container is not None and inst.state in ("RUNNING", "STARTING"):
                 try:
-                    usage.update(inst.container.stats())
-                except Exception:
+                    usage = inst.container.stats()
+                    cpu, mem, disk = usage.get("cpu", 0), usage.get("mem", 0), usage.get("disk", 0)
+                except Exception:  # a container going away has no usage; the stats still answer
                     pass
-            out.append({
-                "type": proc["type"], "index": idx, "state": state,
-                "instance_guid": inst.guid if inst else None,
-                "usage": {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": usage.get("cpu", 0),
-                          "mem": usage.get("mem", 0), "disk": usage.get("disk", 0)},
-                "host": "127.0.0.1", "uptime": int(time.time() - inst.since) if inst else 0,
-                "mem_quota": proc["memory_in_mb"] * 1024 * 1024, "disk_quota": proc["disk_in_mb"] * 1024 * 1024,
-                "fds_quota": 16384, "isolation_segment": None,
-                "details": inst.crashed_reason if inst and inst.state == "CRASHED" else None,
-                "crash_count": inst.crash_count if inst else 0,
-            })
+            out.append(InstanceStats(
+                type=proc.type, index=idx, state=state, instance_guid=inst.guid if inst else None,
+                cpu=cpu, mem=mem, disk=disk, uptime=int(time.time() - inst.since) if inst else 0,
+                mem_quota=proc.memory_in_mb * 1024 * 1024, disk_quota=proc.disk_in_mb * 1024 * 1024,
+                details=inst.crashed_reason if inst and inst.state == "CRASHED" else None,
+                crash_count=inst.crash_count if inst else 0,
+            ))
         return out
 
-    def backends(self, host: str, path: str) -> list[Any]:
+    def routes_changed(self) -> None:
+        """The controller added or removed routes: the next lookup reads the route table afresh."""
+        self._routes_at = 0.0
+
+    def backends(self, host: str, path: str) -> list[Backend]:
         """The router's lookup: RUNNING web instances of the app mapped to `host` (and path prefix)."""
         now = time.monotonic()
         if now - self._routes_at > 0.5:
-            self._routes = build_routes(
-                (r["host"], r.get("path") or "", r["app_guid"]) for r in self.c.store.find("routes"))
+            self._routes = build_routes((r.host, r.path or "", r.app_guid) for r in self.c.routes())
             self._routes_at = now
         app_guid = match_route(self._routes, host, path)
         if app_guid is None:
@@ -406,7 +413,7 @@ class Cell:
             return cached[1]
         gen = self._gen
         found = [Backend(app_guid, i.index, i.container.connect, i.container.upstream(), i.guid)
-                 for i in self.running_backends(app_guid)]
+                 for i in self.running_backends(app_guid) if i.container is not None]
         self._backend_cache[app_guid] = (gen, found)
         return found
 
@@ -417,7 +424,7 @@ class Cell:
             web = self.c.process(app_guid, "web")
             if not web:
                 return []
-            web_guid = self._web_guid[app_guid] = web["guid"]
+            web_guid = self._web_guid[app_guid] = web.guid
         return [i for i in self.instances(web_guid)
                 if i.state == "RUNNING" and not i.stopping and i.container is not None]
 
@@ -426,7 +433,30 @@ class Cell:
         if not web:
             return None
         with self._lock:
-            return self._instances.get(web["guid"], {}).get(index)
+            return self._instances.get(web.guid, {}).get(index)
+
+
+# what cloud_controller_ng's AppEventRepository#create_app_crash_event keeps of the crash payload
+APP_CRASH_FIELDS = ("instance", "index", "cell_id", "exit_status", "exit_description", "reason")
+TRUNCATE_THRESHOLD = 10000  # cloud_controller_ng's TruncationMixin
+TRUNCATED_SUFFIX = " (truncated)"
+
+
+def truncate(message: str) -> str:
+    """ActiveSupport's `String#truncate(10000, omission: ' (truncated)')`."""
+    if len(message) <= TRUNCATE_THRESHOLD:
+        return message
+    return message[: TRUNCATE_THRESHOLD - len(TRUNCATED_SUFFIX)] + TRUNCATED_SUFFIX
+
+
+def truncate_description(payload: JsonObject) -> JsonObject:
+    return {**payload, "exit_description": truncate(str(payload.get("exit_description") or ""))}
+
+
+def app_crash_metadata(payload: JsonObject) -> JsonObject:
+    """`app.crash` metadata: the payload sliced to APP_CRASH_FIELDS (in that order, missing ones
+    skipped, as Ruby's Hash#slice does), its exit_description truncated."""
+    return truncate_description({k: payload[k] for k in APP_CRASH_FIELDS if k in payload})
 
 
 def _duration(seconds: float) -> str:
@@ -434,9 +464,9 @@ def _duration(seconds: float) -> str:
     return f"{m}m{s}s" if m else f"{s}s"
 
 
-def ruby_hash(d: dict[str, Any]) -> str:
-    """A dict as Ruby's Hash#inspect renders it (what Cloud Controller's log line shows)."""
-    def val(v: Any) -> str:
+def ruby_hash(d: JsonObject) -> str:
+    """A JSON object as Ruby's Hash#inspect renders it (what Cloud Controller's log line shows)."""
+    def val(v: object) -> str:
         if isinstance(v, str):
             return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
         if v is None:

@@ -289,28 +289,16 @@ def wire(state: StateDir, info: Callable[[], dict[str, Any]]) -> Parts:
 
     Nothing runs yet: `Daemon.run` starts the parts once all of them exist."""
     from .api import ApiServer  # localcf.httpapi's server, with localcf.api's handlers registered
-    from .cell import Cell
-    from .controller import Controller
-    from .logstream import LogStream
+    from .assembly import assemble
     from .router import Router, RouterError
     from .runtime import Runtime
-    from .security_groups import staging_task_runner
-    from .stager import Stager
-    from .store import Store
 
     port, timeout = api_port(), read_timeout()  # settings first: a bad one stops us before anything runs
-    store = Store(state.db)
-    logs = LogStream(store)
     runtime = Runtime(state.containers)
     # TODO(merge): call `runtime.reclaim()` here, once Runtime has it: it removes container folders
     # a killed daemon left behind, before the cell starts any container.
-    controller = Controller(state, store, logs)
-    # the cell runs instances and staging tasks in the container runtime; the router fronts it
-    cell = Cell(controller, runtime)
-    controller.cell = cell
-    # staging egress follows the staging security groups, decided afresh for every staging task
-    stager = Stager(controller, staging_task_runner(store, cell.task_runner, cell.runtime_mode))
-    controller.stager = stager
+    core = assemble(state, runtime=runtime)
+    store, logs, controller, cell, stager = core.store, core.logs, core.controller, core.cell, core.stager
     try:
         router = Router(cell, logs.emit, log_batch=logs.emit_many)
     except RouterError as e:
@@ -363,11 +351,11 @@ class Daemon:
                 if marker.exists():
                     continue  # installed once, deleted by the user since: respect that
                 bp = c.install_buildpack_dir(name, directory, position=i)
-            elif marker.exists() and marker.read_text() != digest and not existing.get("locked"):
+            elif marker.exists() and marker.read_text() != digest and not existing.locked:
                 from .buildpacks import zip_dir
-                tmp = self.state.buildpacks / f"{existing['guid']}.refresh"
+                tmp = self.state.buildpacks / f"{existing.guid}.refresh"
                 zip_dir(directory, tmp)
-                bp = c.upload_buildpack(existing["guid"], f"{name}.zip", tmp.read_bytes())
+                bp = c.upload_buildpack(existing.guid, f"{name}.zip", tmp.read_bytes())
                 tmp.unlink(missing_ok=True)
             else:
                 continue

@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
-# localcf has exactly one org and one space; their guids are fixed so that VCAP_APPLICATION,
-# the API and the logs agree across daemon restarts.
-ORG_NAME = "localcf"
-ORG_GUID = "5c0f1f6e-6d1a-4c3e-9a55-0c0ffee0a001"
-SPACE_NAME = "dev"
-SPACE_GUID = "5c0f1f6e-6d1a-4c3e-9a55-0c0ffee0a002"
+# localcf has exactly one org and one space, the ones the API serves (`localcf.records`).
+from .records import ORG_GUID, ORG_NAME, SPACE_GUID, SPACE_NAME, JsonObject
+
+__all__ = [
+    "CONTAINER_HOME_ROOT", "DEFAULT_FILE_DESCRIPTORS", "DEFAULT_LANG", "DEFAULT_PATH", "ORG_GUID", "ORG_NAME",
+    "ROUTED_PORT", "SIDECAR_MEMORY_TOO_LARGE", "SPACE_GUID", "SPACE_NAME", "InstanceContext", "SidecarInfo",
+    "memory_limit_mb", "process_environment", "vcap_application",
+]
 
 CONTAINER_HOME_ROOT = "/home/vcap"
 ROUTED_PORT = 8080
@@ -100,8 +102,8 @@ def memory_limit_mb(ctx: InstanceContext, sidecar: SidecarInfo | None = None) ->
     return ctx.process_memory_mb - carved
 
 
-def vcap_application(ctx: InstanceContext, sidecar: SidecarInfo | None = None) -> dict:
-    """VCAP_APPLICATION as a dict: Cloud Controller's keys plus the four the launcher adds."""
+def vcap_application(ctx: InstanceContext, sidecar: SidecarInfo | None = None) -> JsonObject:
+    """VCAP_APPLICATION as JSON: Cloud Controller's keys plus the four the launcher adds."""
     return {
         "application_id": ctx.app_guid,
         "application_name": ctx.app_name,

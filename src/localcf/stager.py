@@ -11,13 +11,28 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
+from . import blobs
 from . import buildpacks as bp_fetch
-from .controller import Controller, STACK
+from .blobs import human_size
+from .controller import Controller
+from .records import (
+    STACK,
+    App,
+    Build,
+    Droplet,
+    DropletBuildpack,
+    DropletSidecar,
+    JsonObject,
+    Package,
+)
+from .store import new_guid
 
 CELL_ID = "localcf-cell-0"
 
@@ -29,16 +44,24 @@ STAGING_ERRORS = {
     225: "StagingError - Staging error: staging failed",
 }
 DEFAULT_STAGING_ERROR = "StagingError - Staging error: staging failed"
+# what a program hitting a full disk prints (strerror(ENOSPC), Python's OSError, SQLite)
+NO_SPACE_MARKS = ("No space left on device", "[Errno 28]", "database or disk is full")
 
 # (argv, env, binds {host path: container path}, network, on_output(stream, line)) -> exit status
 TaskRunner = Callable[[list[str], dict[str, str], dict[Path, str], str, Callable[[str, str], None]], int]
 
 
-def human_size(n: int) -> str:
-    for unit, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return f"{n}B"
+# prints one staging line: stg(line) or stg(line, "ERR")
+Stg = Callable[..., None]
+
+
+@dataclass
+class Outcome:
+    """How a build ends: STAGED with a droplet, or FAILED with Cloud Controller's error text."""
+
+    state: str
+    error: str | None
+    droplet_guid: str | None = None
 
 
 def dir_size(path: Path) -> int:
@@ -55,17 +78,18 @@ def dir_size(path: Path) -> int:
 class Stager:
     """Runs builds, one thread each, streaming `[STG/0]` lines into the app's log."""
 
-    def __init__(self, controller: Controller, runner: TaskRunner, air_gapped: bool = False):
+    def __init__(self, controller: Controller, runner: TaskRunner):
         self.c = controller
         self.state = controller.state
-        self.runner = runner  # the cell's: staging tasks run in the container runtime
-        self.air_gapped = air_gapped
+        # the cell's, wrapped by the staging security groups: staging tasks run in the container
+        # runtime, with the host's network or none, as the bound staging groups decide
+        self.runner = runner
         self._threads: dict[str, threading.Thread] = {}
         self._logs: dict[str, list[tuple[str, str]]] = {}  # build guid -> its staging lines so far
         self._done: set[str] = set()
         self._cond = threading.Condition()
 
-    def follow(self, build_guid: str, heartbeat: float = 1.0) -> Any:
+    def follow(self, build_guid: str, heartbeat: float = 1.0) -> Iterator[tuple[str, str] | None]:
         """The staging lines of one build from its first, as they come; ends when staging ends.
         Yields (stream, line), or None as a heartbeat."""
         seen = 0
@@ -98,12 +122,11 @@ class Stager:
                 self._done.discard(old)
             self._cond.notify_all()
 
-    def stage(self, build: dict[str, Any]) -> None:
+    def stage(self, build: Build) -> None:
         with self._cond:
-            self._logs[build["guid"]] = []
-        t = threading.Thread(target=self.run, args=(build["guid"],), name=f"stage-{build['guid']}",
-                             daemon=True)
-        self._threads[build["guid"]] = t
+            self._logs[build.guid] = []
+        t = threading.Thread(target=self.run, args=(build.guid,), name=f"stage-{build.guid}", daemon=True)
+        self._threads[build.guid] = t
         t.start()
 
     def wait(self, build_guid: str, timeout: float | None = None) -> None:
@@ -113,27 +136,27 @@ class Stager:
 
     def resume_interrupted(self) -> None:
         """Builds left STAGING by a dead daemon are failed, as Cloud Controller does on a lost task."""
-        for b in self.c.store.find("builds"):
-            if b["state"] == "STAGING":
-                self.c.store.update("builds", b["guid"], state="FAILED",
+        for b in self.c.store.find(Build):
+            if b.state == "STAGING":
+                self.c.store.update(Build, b.guid, state="FAILED",
                                     error="StagingError - Staging error: staging was interrupted")
 
     # ------------------------------------------------------------------------------------------
 
     def run(self, build_guid: str) -> None:
         store = self.c.store
-        build = store.get("builds", build_guid)
-        app = store.get("apps", build["app_guid"])
+        build = store.get(Build, build_guid)
+        app = store.get(App, build.app_guid)
         work = self.state.staging / build_guid
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
 
         def stg(line: str, stream: str = "OUT") -> None:
             self._log(build_guid, stream, line)
-            self.c.logs.emit(app["guid"], "STG", 0, stream, line)
+            self.c.logs.emit(app.guid, "STG", 0, stream, line)
 
-        outcome: dict[str, Any] = {"state": "FAILED", "error": DEFAULT_STAGING_ERROR}
+        outcome = Outcome("FAILED", DEFAULT_STAGING_ERROR)
         try:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
             keys, skip_detect = self.download_buildpacks(build, work / "buildpacks", stg)
             stg(f"Cell {CELL_ID} creating container for instance {build_guid}")
             stg(f"Cell {CELL_ID} successfully created container for instance {build_guid}")
@@ -141,38 +164,58 @@ class Stager:
             code = self.run_builder(app, work, keys, skip_detect, stg)
             if code == 0:
                 outcome = self.upload_droplet(app, build, work, stg)
+            elif self._ran_out_of_space(build_guid):
+                outcome = Outcome("FAILED", self.no_space_error())
             else:
-                outcome = {"state": "FAILED", "error": STAGING_ERRORS.get(code, DEFAULT_STAGING_ERROR)}
+                outcome = Outcome("FAILED", STAGING_ERRORS.get(code, DEFAULT_STAGING_ERROR))
             stg(f"Cell {CELL_ID} stopping instance {build_guid}")
             stg(f"Cell {CELL_ID} destroying container for instance {build_guid}")
             stg(f"Cell {CELL_ID} successfully destroyed container for instance {build_guid}")
         except bp_fetch.BuildpackError as e:
             stg(str(e), "ERR")
-            outcome = {"state": "FAILED", "error": f"StagingError - Staging error: {e}"}
+            outcome = Outcome("FAILED", f"StagingError - Staging error: {e}")
         except Exception as e:  # the daemon must survive any staging failure and record it
             stg(f"Staging failed: {e}", "ERR")
-            outcome = {"state": "FAILED", "error": f"StagingError - Staging error: {e}"}
+            error = self.no_space_error() if blobs.is_no_space(e) else f"StagingError - Staging error: {e}"
+            outcome = Outcome("FAILED", error)
         finally:
+            # the work dir goes first: on a full disk, that frees the room to record the outcome
             shutil.rmtree(work, ignore_errors=True)
             # the build ends after its last line, so a follower that sees the end has seen every line
-            store.update("builds", build_guid, **outcome)
+            try:
+                store.update(Build, build_guid, state=outcome.state, error=outcome.error,
+                             droplet_guid=outcome.droplet_guid)
+            except sqlite3.Error as e:
+                print(f"localcf: could not record the outcome of build {build_guid}: {e}", file=sys.stderr,
+                      flush=True)
             self._finish(build_guid)
 
-    def download_buildpacks(self, build: dict[str, Any], dest: Path,
-                            stg: Callable[..., None]) -> tuple[list[str], bool]:
+    def _ran_out_of_space(self, build_guid: str) -> bool:
+        """Whether the builder's output says it hit a full disk (its exit code alone does not)."""
+        with self._cond:
+            lines = list(self._logs.get(build_guid, []))
+        return any(mark in line for _stream, line in lines for mark in NO_SPACE_MARKS)
+
+    def no_space_error(self) -> str:
+        """The build's error when staging ran out of disk space: it names the cause and the cure."""
+        free = blobs.human_size(blobs.free_space(self.state.root))
+        return (f"StagingError - Staging error: no space left on device: the disk of the state dir "
+                f"{self.state.root} has {free} free; free some space (delete apps you no longer need) "
+                f"and stage again")
+
+    def download_buildpacks(self, build: Build, dest: Path, stg: Stg) -> tuple[list[str], bool]:
         """Buildpacks named by the build (explicit: no detection), else every enabled admin one."""
         dest.mkdir(parents=True)
-        refs = list(build.get("buildpacks") or [])
+        refs = list(build.buildpacks)
         skip_detect = bool(refs)
         if not refs:
-            refs = [b["name"] for b in self.c.buildpacks() if b.get("enabled") and b.get("state") == "READY"]
+            refs = [b.name for b in self.c.buildpacks() if b.enabled and b.state == "READY"]
         for ref in refs:
             target = dest / hashlib.md5(ref.encode()).hexdigest()
             admin = self.c.buildpack_by_name(ref)
             stg(f"Downloading {ref}...")
             if admin:
-                source = str(self.state.buildpacks / f"{admin['guid']}.zip")
-                self._extract_cached(Path(source), admin.get("checksum") or "", target)
+                self._extract_cached(self.state.buildpacks / f"{admin.guid}.zip", admin.checksum or "", target)
             else:
                 tmp = dest / (target.name + ".fetch")
                 bp_fetch.fetch(ref, tmp).rename(target)
@@ -197,24 +240,24 @@ class Stager:
                 shutil.rmtree(tmp, ignore_errors=True)  # another staging won the race
         target.symlink_to(cache, target_is_directory=True)
 
-    def download_package(self, build: dict[str, Any], app_dir: Path, stg: Callable[..., None]) -> None:
-        pkg = self.c.store.get("packages", build["package_guid"])
+    def download_package(self, build: Build, app_dir: Path, stg: Stg) -> None:
+        pkg = self.c.store.get(Package, build.package_guid)
         path = self.c.package_path(pkg)
         stg("Downloading app package...")
         app_dir.mkdir(parents=True)
         bp_fetch.extract_app_package(path, app_dir)
         stg(f"Downloaded app package ({human_size(path.stat().st_size)})")
 
-    def staging_env(self, app: dict[str, Any]) -> dict[str, str]:
+    def staging_env(self, app: App) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALCF_")}
-        env.update({str(k): str(v) for k, v in (app.get("env") or {}).items()})
+        env.update(app.env)
         env.update({
-            "CF_STACK": app.get("stack") or STACK,
+            "CF_STACK": app.stack or STACK,
             "LANG": "en_US.UTF-8",
             "MEMORY_LIMIT": "1024m",
             "VCAP_SERVICES": "{}",
-            "VCAP_APPLICATION": json.dumps({"application_id": app["guid"], "application_name": app["name"],
-                                            "name": app["name"], "space_name": "dev",
+            "VCAP_APPLICATION": json.dumps({"application_id": app.guid, "application_name": app.name,
+                                            "name": app.name, "space_name": "dev",
                                             "organization_name": "localcf"}),
             "LOCALCF_PYTHON": sys.executable,
             "PYTHONUNBUFFERED": "1",
@@ -223,9 +266,8 @@ class Stager:
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         return env
 
-    def run_builder(self, app: dict[str, Any], work: Path, keys: list[str], skip_detect: bool,
-                    stg: Callable[..., None]) -> int:
-        cache = self.state.caches / app["guid"]
+    def run_builder(self, app: App, work: Path, keys: list[str], skip_detect: bool, stg: Stg) -> int:
+        cache = self.state.caches / app.guid
         cache.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "localcf.builder",
                 "--build-dir", str(work / "app"),
@@ -238,45 +280,46 @@ class Stager:
         if skip_detect:
             argv.append("--skip-detect")
         binds = {work: "/home/vcap/staging", cache: "/home/vcap/cache"}
-        network = "none" if self.air_gapped else "host"
-        code = self.runner(argv, self.staging_env(app), binds, network, lambda s, line: stg(line, s))
+        code = self.runner(argv, self.staging_env(app), binds, "host", lambda s, line: stg(line, s))
         stg(f"Exit status {code}")
         return code
 
-    def upload_droplet(self, app: dict[str, Any], build: dict[str, Any], work: Path,
-                       stg: Callable[..., None]) -> dict[str, Any]:
+    def upload_droplet(self, app: App, build: Build, work: Path, stg: Stg) -> Outcome:
         """Store the droplet; returns the build's outcome (its state, error and droplet)."""
         store = self.c.store
-        result = json.loads((work / "result.json").read_text())
+        # JSON boundary: the builder's result.json (its fields are listed in docs/internals.md)
+        result: JsonObject = json.loads((work / "result.json").read_text())
         stg("Uploading droplet, build artifacts cache...")
         stg("Uploading droplet...")
         stg("Uploading build artifacts cache...")
-        stg(f"Uploaded build artifacts cache ({human_size(dir_size(self.state.caches / app['guid']))})")
+        stg(f"Uploaded build artifacts cache ({human_size(dir_size(self.state.caches / app.guid))})")
         data = (work / "droplet.tgz").read_bytes()
         meta = result.get("lifecycle_metadata") or {}
-        droplet = store.insert("droplets", {
-            "app_guid": app["guid"], "package_guid": build["package_guid"], "build_guid": build["guid"],
-            "state": "STAGED", "error": None, "process_types": result.get("process_types") or {},
-            "execution_metadata": result.get("execution_metadata", ""),
-            "detected_buildpack": result.get("detected_buildpack"),
-            "sidecars": result.get("sidecars") or [],
-            "buildpacks": [{"name": b.get("key"), "detect_output": b.get("name"),
-                            "buildpack_name": b.get("name"), "version": b.get("version")}
-                           for b in meta.get("buildpacks") or []],
-            "stack": build.get("stack") or STACK,
-            "checksum": hashlib.sha256(data).hexdigest(), "size": len(data),
-        })
-        path = self.c.droplet_path(droplet)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        droplet_guid = new_guid()
+        # the blob first: a droplet record never points at a missing or half-written file
+        blobs.write_atomically(self.c.droplet_blob(app.guid, droplet_guid), data)
+        droplet = store.insert(Droplet(
+            guid=droplet_guid, app_guid=app.guid, package_guid=build.package_guid, build_guid=build.guid,
+            state="STAGED", error=None,
+            process_types={str(k): str(v) for k, v in (result.get("process_types") or {}).items()},
+            execution_metadata=result.get("execution_metadata", ""),
+            detected_buildpack=result.get("detected_buildpack"),
+            sidecars=[DropletSidecar(name=sc["name"], command=sc["command"],
+                                     process_types=list(sc.get("process_types") or ["web"]),
+                                     memory=sc.get("memory"))
+                      for sc in result.get("sidecars") or []],
+            buildpacks=[DropletBuildpack(name=b.get("key"), detect_output=b.get("name"),
+                                         buildpack_name=b.get("name"), version=b.get("version"))
+                        for b in meta.get("buildpacks") or []],
+            stack=build.stack or STACK,
+            checksum=hashlib.sha256(data).hexdigest(), size=len(data),
+        ))
         stg(f"Uploaded droplet ({human_size(len(data))})")
         stg("Uploading complete")
-        conflict = self.c.sidecar_conflicts(app["guid"], droplet["sidecars"])
+        conflict = self.c.sidecar_conflicts(app.guid, droplet.sidecars)
         if conflict:
-            store.update("droplets", droplet["guid"], state="FAILED", error=conflict)
+            store.update(Droplet, droplet.guid, state="FAILED", error=conflict)
             stg(conflict, "ERR")
-            return {"state": "FAILED", "error": f"StagingError - Staging error: {conflict}"}
-        self.c.audit("audit.app.droplet.create", app, {"droplet_guid": droplet["guid"]})
-        return {"state": "STAGED", "error": None, "droplet_guid": droplet["guid"]}
-
+            return Outcome("FAILED", f"StagingError - Staging error: {conflict}")
+        self.c.audit("audit.app.droplet.create", app, {"droplet_guid": droplet.guid})
+        return Outcome("STAGED", None, droplet.guid)

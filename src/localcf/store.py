@@ -1,7 +1,8 @@
 """The store: SQLite (WAL) records of every resource, and blob files beside it.
 
-Each resource kind is a table with a few indexed columns and the rest of the record as JSON. Every
-write is its own committed transaction, so a `kill -9` of the daemon loses nothing that was answered.
+Records are the dataclasses of `localcf.records`. Each kind is a table (the record's `KIND`) with a
+few indexed columns (`app_guid`, `name`, `position`) and the rest of the record as JSON. Every write
+is its own committed transaction, so a `kill -9` of the daemon loses nothing that was answered.
 """
 
 from __future__ import annotations
@@ -10,15 +11,18 @@ import json
 import sqlite3
 import threading
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TypeVar
 
-KINDS = (
-    "apps", "processes", "sidecars", "packages", "builds", "droplets", "buildpacks",
-    "audit_events", "routes", "jobs",
-)
+from . import blobs
+from .paths import StateDir
+from .records import ALL_KINDS, Envelope, Record
+
+KINDS = tuple(kind.KIND for kind in ALL_KINDS)
+R = TypeVar("R", bound=Record)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {kind} (
@@ -48,6 +52,8 @@ CREATE INDEX IF NOT EXISTS logs_app ON logs(app_guid, id);
 """
 
 _COLUMNS = ("app_guid", "name", "position")
+RESERVE_FILE = "space-reserve"
+RESERVE_BYTES = 2 << 20
 
 
 def now_iso() -> str:
@@ -68,6 +74,14 @@ class Store:
 
     def __init__(self, db_path: Path):
         self.path = Path(db_path)
+        # A daemon that died mid-write left partial blobs beside the database: they only take
+        # space, maybe all of it, and SQLite cannot even open its WAL on a full disk. They go first.
+        blobs.remove_partial(StateDir(self.path.parent))
+        # Room kept in reserve so that a full disk never stops the daemon from opening its records,
+        # deleting an app or recording a failure: released when space runs out, made again later.
+        self._reserve = self.path.parent / RESERVE_FILE
+        self.make_room()
+        self.keep_reserve()
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -80,6 +94,21 @@ class Store:
                 self._db.executescript(_SCHEMA.format(kind=kind))
             self._db.executescript(_LOG_SCHEMA)
 
+    def make_room(self) -> None:
+        """Release the reserve when the disk is (nearly) full, so that the next write fits."""
+        if blobs.free_space(self.path.parent) < RESERVE_BYTES:
+            self._reserve.unlink(missing_ok=True)
+
+    def keep_reserve(self) -> None:
+        """Make the reserve again, when there is room for it and then some."""
+        if self._reserve.exists() or blobs.free_space(self.path.parent) < 3 * RESERVE_BYTES:
+            return
+        try:
+            with open(self._reserve, "wb") as f:
+                f.write(b"\0" * RESERVE_BYTES)
+        except OSError:
+            self._reserve.unlink(missing_ok=True)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -88,6 +117,7 @@ class Store:
     def transaction(self) -> Iterator[None]:
         """Group several writes into one atomic transaction."""
         with self._lock:
+            self.make_room()
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
@@ -96,123 +126,119 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
-    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    def execute(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         """One SQL statement under the store's lock, for rooms that keep tables of their own."""
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    # -- records --------------------------------------------------------------------------------
+
     @staticmethod
-    def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
-        if row is None:
-            return None
-        rec = json.loads(row["data"])
-        rec["guid"] = row["guid"]
-        rec["created_at"] = row["created_at"]
-        rec["updated_at"] = row["updated_at"]
-        return rec
+    def _record(kind: type[R], row: sqlite3.Row) -> R:
+        return kind.from_data(json.loads(row["data"]), row["guid"], row["created_at"], row["updated_at"])
 
-    def insert(self, kind: str, rec: dict[str, Any]) -> dict[str, Any]:
-        """Store a new record; assigns `guid` (unless given) and timestamps."""
-        assert kind in KINDS, kind
-        rec = dict(rec)
-        guid = rec.pop("guid", None) or new_guid()
+    def insert(self, rec: R) -> R:
+        """Store a new record; assigns its `guid` (unless it has one) and timestamps. Returns it as stored."""
         ts = now_iso()
-        rec.pop("created_at", None)
-        rec.pop("updated_at", None)
-        cols = {c: rec.get(c) for c in _COLUMNS}
+        rec = rec.changed(guid=rec.guid or new_guid(), created_at=ts, updated_at=ts)
         with self._lock:
+            self.make_room()
             self._db.execute(
-                f"INSERT INTO {kind} (guid, app_guid, name, position, created_at, updated_at, data)"
+                f"INSERT INTO {rec.KIND} (guid, app_guid, name, position, created_at, updated_at, data)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (guid, cols["app_guid"], cols["name"], cols["position"], ts, ts, json.dumps(rec)),
+                (rec.guid, rec.index_app_guid, rec.index_name, rec.index_position, ts, ts,
+                 json.dumps(rec.to_data())),
             )
-        return {**rec, "guid": guid, "created_at": ts, "updated_at": ts}
-
-    def get(self, kind: str, guid: str) -> dict[str, Any]:
-        with self._lock:
-            row = self._db.execute(f"SELECT * FROM {kind} WHERE guid = ?", (guid,)).fetchone()
-        rec = self._row(row)
-        if rec is None:
-            raise NotFound(f"{kind} {guid}")
         return rec
 
-    def maybe(self, kind: str, guid: str | None) -> dict[str, Any] | None:
+    def get(self, cls: type[R], guid: str) -> R:
+        with self._lock:
+            row = self._db.execute(f"SELECT * FROM {cls.KIND} WHERE guid = ?", (guid,)).fetchone()
+        if row is None:
+            raise NotFound(f"{cls.KIND} {guid}")
+        return self._record(cls, row)
+
+    def maybe(self, cls: type[R], guid: str | None) -> R | None:
         if not guid:
             return None
         try:
-            return self.get(kind, guid)
+            return self.get(cls, guid)
         except NotFound:
             return None
 
-    def update(self, kind: str, guid: str, **changes: Any) -> dict[str, Any]:
-        """Merge `changes` into a record and bump `updated_at`."""
+    def update(self, cls: type[R], guid: str, **changes: object) -> R:
+        """Change some fields of the stored record (read afresh under the lock); bumps `updated_at`."""
         with self._lock:
-            rec = self.get(kind, guid)
-            rec.update(changes)
-            ts = now_iso()
-            data = {k: v for k, v in rec.items() if k not in ("guid", "created_at", "updated_at")}
-            self._db.execute(
-                f"UPDATE {kind} SET app_guid = ?, name = ?, position = ?, updated_at = ?, data = ?"
+            return self.save(self.get(cls, guid).changed(**changes))
+
+    def save(self, rec: R) -> R:
+        """Write a whole record back (it must exist); bumps `updated_at`. Returns it as stored."""
+        rec = rec.changed(updated_at=now_iso())
+        with self._lock:
+            self.make_room()
+            cur = self._db.execute(
+                f"UPDATE {rec.KIND} SET app_guid = ?, name = ?, position = ?, updated_at = ?, data = ?"
                 " WHERE guid = ?",
-                (data.get("app_guid"), data.get("name"), data.get("position"), ts,
-                 json.dumps(data), guid),
+                (rec.index_app_guid, rec.index_name, rec.index_position, rec.updated_at,
+                 json.dumps(rec.to_data()), rec.guid),
             )
-            rec["updated_at"] = ts
-            return rec
+            if cur.rowcount == 0:
+                raise NotFound(f"{rec.KIND} {rec.guid}")
+        return rec
 
-    def delete(self, kind: str, guid: str) -> None:
+    def delete(self, cls: type[Record], guid: str) -> None:
         with self._lock:
-            self._db.execute(f"DELETE FROM {kind} WHERE guid = ?", (guid,))
+            self.make_room()
+            self._db.execute(f"DELETE FROM {cls.KIND} WHERE guid = ?", (guid,))
 
-    def find(self, kind: str, order: str = "created_at, rowid", **where: Any) -> list[dict[str, Any]]:
-        """Records whose indexed columns (`app_guid`, `name`, `position`) equal the given values."""
+    def find(self, cls: type[R], *, app_guid: str | None = None, name: str | None = None,
+             order: str = "created_at, rowid") -> list[R]:
+        """Records of a kind, all or those whose `app_guid` and/or `name` column equal the given values."""
         clauses, args = [], []
-        for col, val in where.items():
-            assert col in _COLUMNS, col
-            clauses.append(f"{col} = ?")
-            args.append(val)
-        sql = f"SELECT * FROM {kind}"
+        for col, val in (("app_guid", app_guid), ("name", name)):
+            if val is not None:
+                clauses.append(f"{col} = ?")
+                args.append(val)
+        sql = f"SELECT * FROM {cls.KIND}"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += f" ORDER BY {order}"
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [self._row(r) for r in rows]  # type: ignore[misc]
+        return [self._record(cls, r) for r in rows]
 
-    def first(self, kind: str, **where: Any) -> dict[str, Any] | None:
-        found = self.find(kind, **where)
+    def first(self, cls: type[R], *, app_guid: str | None = None, name: str | None = None) -> R | None:
+        found = self.find(cls, app_guid=app_guid, name=name)
         return found[0] if found else None
 
     # -- logs -----------------------------------------------------------------------------------
 
-    def append_logs(self, envelopes: list[dict[str, Any]], keep: int = 2000) -> None:
+    def append_logs(self, envelopes: list[Envelope], keep: int = 2000) -> None:
         """Persist log envelopes, keeping the newest `keep` per app (what `logs --recent` reads)."""
         if not envelopes:
             return
         with self.transaction():
             self._db.executemany(
                 "INSERT INTO logs (app_guid, timestamp, source_type, instance, stream, message)"
-                " VALUES (:app_guid, :timestamp, :source_type, :instance, :stream, :message)",
-                envelopes,
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(e.app_guid, e.timestamp, e.source_type, e.instance, e.stream, e.message) for e in envelopes],
             )
-            for app in {e["app_guid"] for e in envelopes}:
+            for app in {e.app_guid for e in envelopes}:
                 self._db.execute(
                     "DELETE FROM logs WHERE app_guid = ? AND id <= "
                     "(SELECT id FROM logs WHERE app_guid = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
                     (app, app, keep),
                 )
 
-    def recent_logs(self, app_guid: str, limit: int = 1000) -> list[dict[str, Any]]:
+    def recent_logs(self, app_guid: str, limit: int = 1000) -> list[Envelope]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM (SELECT * FROM logs WHERE app_guid = ? ORDER BY id DESC LIMIT ?)"
                 " ORDER BY id",
                 (app_guid, limit),
             ).fetchall()
-        return [
-            {k: r[k] for k in ("app_guid", "timestamp", "source_type", "instance", "stream", "message")}
-            for r in rows
-        ]
+        return [Envelope(app_guid=r["app_guid"], timestamp=r["timestamp"], source_type=r["source_type"],
+                         instance=r["instance"], stream=r["stream"], message=r["message"]) for r in rows]
 
     def delete_logs(self, app_guid: str) -> None:
         with self._lock:
