@@ -151,8 +151,7 @@ def events(name: str) -> None:
     for e in reversed(found):
         actor = e["actor"]["name"]
         data = e.get("data") or {}
-        if e["type"] in ("app.crash", "audit.app.process.crash"):
-            actor = app["name"] if e["type"] == "app.crash" else data.get("process_type", "web")
+        if e["type"] in ("app.crash", "audit.app.process.crash"):  # actor: the app, or the process type
             desc = ", ".join(f"{k}: {data[k]}" for k in ("index", "reason", "cell_id", "instance",
                                                           "exit_description") if k in data)
         else:
