@@ -56,8 +56,12 @@ ExitCallback = Callable[[str, int], None]          # (process name, exit status)
 TaskOutputCallback = Callable[[str, str], None]    # ("OUT"|"ERR", line)
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_NS_FLAGS = ["--user", "--map-root-user", "--pid", "--kill-child", "--mount",
-             "--propagation", "private", "--uts"]
+_NS_FLAGS = ["--pid", "--kill-child", "--mount", "--propagation", "private", "--uts"]
+# Run by an ordinary user, the container's root is that user (the only id it may map). Run by
+# root, the init builds the root filesystem as host root, then leaves for a user namespace whose
+# root is this unprivileged host id: nothing in a container is ever host root.
+CONTAINER_HOST_ID = 200000
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 
 class ContainerError(Exception):
@@ -115,6 +119,61 @@ def _init_argv(cfg: dict, where: Path) -> list[str]:
     return [sys.executable, "-I", "-S", str(INIT_SCRIPT), str(config)]
 
 
+def _ns_flags() -> list[str]:
+    """unshare's options: a user namespace of our own unless we are root (the init drops later)."""
+    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    return [*user, *_NS_FLAGS]
+
+
+def _host_ids() -> tuple[int, int] | None:
+    """The host uid:gid that a container's root maps to when localcf runs as root, else None."""
+    return (CONTAINER_HOST_ID, CONTAINER_HOST_ID) if os.geteuid() == 0 else None
+
+
+def _chown_tree(path: Path, ids: tuple[int, int] | None) -> None:
+    """Hand a container's own directory to its host id (run as root only)."""
+    if ids is None:
+        return
+    uid, gid = ids
+    os.lchown(path, uid, gid)
+    for top, dirs, files in os.walk(path):
+        for name in dirs + files:
+            try:
+                os.lchown(os.path.join(top, name), uid, gid)
+            except FileNotFoundError:
+                pass
+
+
+def _covered(path: str, by: list[str]) -> bool:
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in by)
+
+
+def interpreter_paths() -> list[str]:
+    """Directories a container sees read-only besides the stack's: the Python localcf runs with,
+    which the system buildpacks give apps and the staging builder runs on."""
+    found: list[str] = []
+    for raw in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                os.path.dirname(os.path.realpath(sys.executable))):
+        path = os.path.realpath(raw)
+        if os.path.isdir(path) and path != "/" and not _covered(path, list(SYSTEM_DIRS)):
+            found.append(path)
+    found.sort(key=len)
+    out: list[str] = []
+    for path in found:
+        if not _covered(path, out):
+            out.append(path)
+    return out
+
+
+def _rootfs_cfg(where: Path, root: Path) -> dict:
+    """The root filesystem part of an init's config (namespaces mode)."""
+    rootfs = where / "rootfs"
+    rootfs.mkdir(exist_ok=True)
+    ids = _host_ids()
+    return {"rootfs": str(rootfs), "root": str(root), "system": [d for d in SYSTEM_DIRS if os.path.lexists(d)],
+            "readonly": interpreter_paths(), "drop": list(ids) if ids else None}
+
+
 def _unshare() -> str | None:
     return shutil.which("unshare") or next(
         (p for p in ("/usr/bin/unshare", "/bin/unshare") if os.access(p, os.X_OK)), None)
@@ -139,10 +198,11 @@ def _probe(scratch: Path) -> NamespaceSupport:
     tmp = Path(tempfile.mkdtemp(prefix=".probe-", dir=scratch))
     try:
         (tmp / "vcap").mkdir()
+        _chown_tree(tmp / "vcap", _host_ids())
         cfg = {"kind": "probe", "ns": True, "net": True, "hostname": "localcf-probe",
-               "root": str(tmp / "vcap"), "home": True}
+               **_rootfs_cfg(tmp, tmp / "vcap")}
         try:
-            done = subprocess.run([unshare, *_NS_FLAGS, "--net", *_init_argv(cfg, tmp)],
+            done = subprocess.run([unshare, *_ns_flags(), "--net", *_init_argv(cfg, tmp)],
                                   capture_output=True, text=True, timeout=20,
                                   stdin=subprocess.DEVNULL, cwd=tmp)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -154,7 +214,7 @@ def _probe(scratch: Path) -> NamespaceSupport:
             return NamespaceSupport(False, err[-1] if err else f"unshare exited with {done.returncode}")
         if not found.get("ok"):
             return NamespaceSupport(False, found.get("error") or "the namespace setup failed")
-        return NamespaceSupport(True, None, bool(found.get("home")), found.get("home_error"))
+        return NamespaceSupport(True, None, True, None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -234,25 +294,22 @@ class Runtime:
                              f"{'the mode argument' if mode else 'LOCALCF_RUNTIME'}): "
                              "use 'namespaces' or 'process', or leave it unset to choose automatically")
         self.home_notice: str | None = None
-        self._vcap = False
         if forced == "process":
             self.mode = "process"
-            self.notice = "process mode chosen by LOCALCF_RUNTIME=process or the caller: no container isolation"
+            self.notice = ("process mode chosen by LOCALCF_RUNTIME=process or the caller: no container "
+                           "isolation, apps run as the user running localcf and can reach everything that user can")
         else:
             support = namespace_support(self.base_dir)
             if support.ok:
                 self.mode, self.notice = "namespaces", None
-                self._vcap = support.home
-                if not support.home:
-                    self.home_notice = (f"/home/vcap cannot be made in containers ({support.home_reason}); "
-                                        "droplets stay in their host directories")
             elif forced == "namespaces":
                 raise ContainerError(f"namespaces mode is not available here: {support.reason}. "
                                      "Unset LOCALCF_RUNTIME or set it to 'process' to run without isolation.")
             else:
                 self.mode = "process"
                 self.notice = (f"Linux namespaces are not available ({support.reason}); containers run "
-                               "as plain processes, without isolation")
+                               "as plain processes, without isolation: apps run as the user running "
+                               "localcf and can reach everything that user can")
         self._spawner = _Spawner()
         self._containers: dict[str, Container] = {}
         self._lock = threading.Lock()
@@ -271,7 +328,7 @@ class Runtime:
 
     def home_root(self, container_id: str) -> str:
         """Where the droplet is, as the container's processes see it: /home/vcap or a host path."""
-        if self._vcap:
+        if self.mode == "namespaces":
             return HOME_INSIDE
         return str(self.container_dir(container_id) / "vcap")
 
@@ -279,7 +336,7 @@ class Runtime:
         """Where a staging task sees each bound host path; build its argv and env with these."""
         if not binds:
             return {}
-        if self.mode == "namespaces" and self._vcap:
+        if self.mode == "namespaces":
             return {Path(host): inside for host, inside in binds.items()}
         return {Path(host): str(Path(host).resolve()) for host in binds}
 
@@ -320,7 +377,7 @@ class Runtime:
     def _spawn_init(self, cfg: dict, where: Path, *, net: bool, **kwargs) -> subprocess.Popen:
         init = _init_argv(cfg, where)
         if self.mode == "namespaces":
-            argv = [_unshare() or "unshare", *_NS_FLAGS, *(["--net"] if net else []), *init]
+            argv = [_unshare() or "unshare", *_ns_flags(), *(["--net"] if net else []), *init]
             # unshare passes the kill on to the init, and the PID namespace to everything in it.
             return self._spawner.popen(argv, signal.SIGKILL, cwd=where, **kwargs)
         # SIGTERM lets the process-mode init kill its process groups first.
@@ -347,8 +404,17 @@ class Runtime:
         root.mkdir(parents=True)
         try:
             cfg = {"kind": "task", "ns": ns, "net": network == "none", "hostname": task_id,
-                   "root": str(root), "home": ns and self._vcap, "argv": list(argv), "cwd": cwd,
-                   "binds": self._task_binds(binds, root) if ns and self._vcap else []}
+                   "root": str(root), "argv": list(argv), "cwd": cwd}
+            if ns:
+                cfg.update(_rootfs_cfg(tdir, root))
+                cfg["binds"] = (self._task_binds(binds, root) + _linked_dirs(binds)
+                                + self._lifecycle_binds())
+                ids = _host_ids()
+                _chown_tree(root, ids)
+                for host in (binds or {}):
+                    _chown_tree(Path(host), ids)
+                # The task's home is the container's, not the host user's.
+                env = {**env, "HOME": HOME_INSIDE}
             popen = self._spawn_init(cfg, tdir, net=network == "none", stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(env))
             timed_out = _pump_task(popen, on_output, timeout, graceful_kill=not ns)
@@ -376,8 +442,62 @@ class Runtime:
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.touch()
-            out.append([str(host), inside])
+            out.append([str(host), inside, False])
         return out
+
+    def _lifecycle_binds(self) -> list[list]:
+        """The staging builder (`python -m localcf.builder`), as CF's lifecycle: read-only, and
+        alone: the rest of localcf's source is not in the container.
+
+        Where localcf is installed under the interpreter's prefix, that view already holds it.
+        """
+        package = Path(container_init.__file__).resolve().parent
+        if _covered(str(package), interpreter_paths() + list(SYSTEM_DIRS)):
+            return []
+        lifecycle = self.base_dir / ".lifecycle"
+        wanted = {"__init__.py": package / "__init__.py", "builder.py": package / "builder.py"}
+        target = lifecycle / "localcf"
+        with self._lock:
+            target.mkdir(parents=True, exist_ok=True)
+            for name, src in wanted.items():
+                data = src.read_bytes()
+                dest = target / name
+                if not dest.is_file() or dest.read_bytes() != data:
+                    tmp = target / f".{name}.{uuid.uuid4().hex[:8]}"
+                    tmp.write_bytes(data)
+                    tmp.chmod(0o644)
+                    os.replace(tmp, dest)
+        return [[str(target), str(package), True]]
+
+
+def _linked_dirs(binds: dict[Path, str] | None) -> list[list]:
+    """Read-only views for the symlinks near the top of bound directories that lead elsewhere
+    on the host (the stager links admin buildpacks from its unpacked cache): the link's own
+    target path shows in the container, the rest of the host does not."""
+    roots = [Path(host).resolve() for host in (binds or {})]
+    out: list[list] = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        level = [root]
+        for _ in range(2):
+            below = []
+            for folder in level:
+                try:
+                    entries = list(os.scandir(folder))
+                except OSError:
+                    continue
+                for entry in entries:
+                    if entry.is_symlink():
+                        link = os.readlink(entry.path)
+                        real = os.path.realpath(entry.path)
+                        if os.path.isabs(link) and os.path.isdir(real) and \
+                                not _covered(real, [str(r) for r in roots]):
+                            out.append([real, os.path.normpath(link), True])
+                    elif entry.is_dir():
+                        below.append(Path(entry.path))
+            level = below
+    return out
 
 
 def _pump_task(popen: subprocess.Popen, on_output: TaskOutputCallback, timeout: float | None,
@@ -440,6 +560,19 @@ def _text(line: bytes) -> str:
     if line.endswith(b"\r"):
         line = line[:-1]
     return line.decode("utf-8", "replace")
+
+
+def _listen_unix(path: str) -> socket.socket:
+    """A listening unix socket that only our user may connect to (the router, health checks)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    os.chmod(path, 0o600)  # before listen: nobody can connect until then
+    s.listen(128)
+    return s
 
 
 def free_port() -> int:
@@ -518,21 +651,29 @@ class Container:
             _rmtree(self.dir)  # left by a daemon that died: its container died with it
         self.root.mkdir(parents=True)
         ns = self.mode == "namespaces"
+        relay: socket.socket | None = None
         if ns:
             self._relay_path = self._choose_relay_path()
+            relay = _listen_unix(self._relay_path)
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._ctrl = parent_end
+        passed = [child_end.fileno()] + ([relay.fileno()] if relay is not None else [])
         cfg = {"kind": "container", "id": self.id, "ns": ns, "net": True, "hostname": self.id,
-               "root": str(self.root), "home": self._home == HOME_INSIDE, "ctrl": child_end.fileno(),
-               "relay": self._relay_path, "relay_port": self.port, "hosts": str(self.dir / "hosts")}
+               "root": str(self.root), "ctrl": child_end.fileno(),
+               "relay_fd": relay.fileno() if relay is not None else None, "relay_port": self.port}
+        if ns:
+            cfg.update(_rootfs_cfg(self.dir, self.root))
+            _chown_tree(self.root, _host_ids())
         try:
             with open(self.dir / "init.log", "wb") as errlog:
                 self._popen = self._runtime._spawn_init(
                     cfg, self.dir, net=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                     stderr=errlog, env={"PATH": os.environ.get("PATH", os.defpath)},
-                    pass_fds=(child_end.fileno(),))
+                    pass_fds=tuple(passed))
         finally:
             child_end.close()
+            if relay is not None:
+                relay.close()
         self._reader = threading.Thread(target=self._read_loop, name=f"container-{self.id[:8]}-reader",
                                         daemon=True)
         self._dispatcher = threading.Thread(target=self._dispatch_loop,
@@ -543,12 +684,11 @@ class Container:
         _unpack(droplet, self.root)
         for sub in ("tmp", "logs"):
             (self.root / sub).mkdir(exist_ok=True)
+        if ns:
+            _chown_tree(self.root, _host_ids())
         if not self._ready.wait(30) or self._ready_info.get("ev") != "ready":
             why = self._ready_info.get("error") or self._init_log() or "it did not report ready within 30 s"
             raise ContainerError(f"container {self.id}: the init could not set it up: {why}")
-        if self._ready_info.get("home_error") and self._home == HOME_INSIDE:
-            raise ContainerError(f"container {self.id}: {HOME_INSIDE} could not be made: "
-                                 f"{self._ready_info['home_error']}")
 
     def _choose_relay_path(self) -> str:
         path = str(self.dir / "routed.sock")
@@ -849,10 +989,9 @@ class Container:
              cwd: str | None = None) -> "ExecProcess":
         """Run `argv` inside (cf ssh); with `tty`, on a new pseudo-terminal (`ExecProcess.pty`)."""
         xid = uuid.uuid4().hex[:16]
-        if tty:
-            master, slave = os.openpty()
-            mine, theirs = [master], [slave]
-        else:
+        mine: list[int] = []
+        theirs: list[int] = []
+        if not tty:  # with a tty, the init opens the terminal inside and hands its master back
             in_r, in_w = os.pipe()
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
@@ -861,8 +1000,8 @@ class Container:
         with self._lock:
             self._execs[xid] = proc
         try:
-            reply, _ = self._request({"op": "exec", "xid": xid, "argv": list(argv), "env": dict(env),
-                                      "cwd": cwd or self._home, "tty": bool(tty)}, theirs)
+            reply, fds = self._request({"op": "exec", "xid": xid, "argv": list(argv), "env": dict(env),
+                                        "cwd": cwd or self._home, "tty": bool(tty)}, theirs)
         except BaseException:
             with self._lock:
                 self._execs.pop(xid, None)
@@ -871,6 +1010,10 @@ class Container:
         finally:
             for fd in theirs:
                 os.close(fd)
+        if tty:
+            if not fds:
+                raise ContainerError(f"container {self.id}: exec: the init sent no terminal")
+            proc.pty = fds[0]
         proc.pid = int(reply["pid"])
         return proc
 
@@ -928,7 +1071,7 @@ class ExecProcess:
         self._container, self._xid = container, xid
         self._done = threading.Event()
         if tty:
-            self.pty = fds[0]
+            self.pty = fds[0] if fds else None  # set by Container.exec once the init sent it
             self.stdin = self.stdout = self.stderr = None
         else:
             self.pty = None
