@@ -180,3 +180,15 @@ def test_staging_reaches_nothing_of_the_host(world, tmp_path: Path) -> None:
         assert not (state / marker).exists()
     finally:
         lcf("delete", name, "-f", check=False)
+
+
+def test_process_mode_says_apps_run_as_the_user(tmp_path: Path) -> None:
+    lcf = LocalCF(tmp_path / "state")
+    lcf.env.update(LOCALCF_RUNTIME="process")
+    try:
+        started = lcf("start").out
+        status = lcf("status").out
+        for out in (started, status):
+            assert re.search(r"^Notice: .*no container isolation, apps run as the user running localcf", out, re.M), out
+    finally:
+        lcf("stop", check=False)

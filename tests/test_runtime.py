@@ -484,6 +484,16 @@ def test_killed_owner_leaves_no_process(runtime, droplet, tmp_path):
         while scan_proc(cid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert scan_proc(cid) == []
+        # What the dead owner left, the next one reclaims: the container's folder and socket,
+        # and a staging task's folder.
+        left = tmp_path / "owned" / cid
+        task_left = tmp_path / "owned" / ".tasks" / "task-0123456789ab"
+        (task_left / "vcap").mkdir(parents=True)
+        sock = Path(report["upstream"][len("unix:"):]) if report["upstream"].startswith("unix:") else None
+        assert left.is_dir() and (sock is None or sock.exists())
+        removed = Runtime(tmp_path / "owned", runtime.mode).reclaim()
+        assert sorted(removed) == sorted([left, task_left])
+        assert not left.exists() and not task_left.exists() and (sock is None or not sock.exists())
     finally:
         if owner.poll() is None:
             owner.kill()
@@ -494,6 +504,14 @@ def test_killed_owner_leaves_no_process(runtime, droplet, tmp_path):
             Path(report["upstream"][len("unix:"):]).unlink(missing_ok=True)
         owner.stdout.close()
         owner.stderr.close()
+
+
+def test_reclaim_keeps_what_is_alive(runtime, droplet):
+    events = Events()
+    container, spec, _ = app_and_sidecar(runtime, droplet, events)
+    other = Runtime(runtime.base_dir, runtime.mode)  # as a second daemon on the same folder would
+    assert other.reclaim() == []
+    assert container.dir.is_dir() and container.port_open(spec.routed_port)
 
 
 def test_namespaces_work_for_an_unprivileged_user(droplet, tmp_path):

@@ -369,6 +369,40 @@ class Runtime:
         for container in self.containers():
             container.destroy(graceful=graceful)
 
+    def reclaim(self) -> list[Path]:
+        """Remove what containers and staging tasks of a daemon that died (even by SIGKILL) left:
+        their directories and routed-port sockets. Call it at daemon start, before creating
+        containers; a directory whose init still runs is kept. Returns what was removed."""
+        import psutil
+
+        with self._lock:
+            ours = {c.dir for c in self._containers.values()}
+        live: set[str] = set()
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = proc.info.get("cmdline") or []
+            if any(str(a).endswith("/init.json") for a in cmd):
+                live.update(str(Path(a).parent) for a in cmd if str(a).endswith("/init.json"))
+        removed = []
+        candidates = [p for p in self.base_dir.iterdir() if p.name not in (".tasks", ".lifecycle")] \
+            if self.base_dir.is_dir() else []
+        tasks = self.base_dir / ".tasks"
+        if tasks.is_dir():
+            candidates += list(tasks.iterdir())
+        for path in candidates:
+            if path in ours or str(path) in live or not path.is_dir():
+                continue
+            if path.parent == self.base_dir and not (_ID.fullmatch(path.name) or path.name.startswith(".probe-")):
+                continue  # not something the runtime made
+            _rmtree(path)
+            short = _short_relay_path(path)
+            if short is not None:
+                try:
+                    short.unlink()
+                except OSError:
+                    pass
+            removed.append(path)
+        return removed
+
     def _forget(self, container: "Container") -> None:
         with self._lock:
             if self._containers.get(container.id) is container:
@@ -562,6 +596,23 @@ def _text(line: bytes) -> str:
     return line.decode("utf-8", "replace")
 
 
+def _short_relay_path(container_dir: Path, make: bool = False) -> Path | None:
+    """The routed-port socket of a container whose directory's path is too long for one: in a
+    directory of our own under the temp dir (None if that directory is not private to us)."""
+    short = Path(tempfile.gettempdir()) / f"localcf-{os.getuid()}"
+    try:
+        if make:
+            short.mkdir(mode=0o700, exist_ok=True)
+        st = short.lstat()
+        private = short.is_dir() and not short.is_symlink() and st.st_uid == os.getuid() \
+            and (st.st_mode & 0o077) == 0
+    except OSError:
+        private = False
+    if not private:
+        return None
+    return short / f"{hashlib.sha256(str(container_dir).encode()).hexdigest()[:20]}.sock"
+
+
 def _listen_unix(path: str) -> socket.socket:
     """A listening unix socket that only our user may connect to (the router, health checks)."""
     try:
@@ -696,19 +747,12 @@ class Container:
             return path
         # Too long for a socket address: a short, stable name in a private directory, so that
         # the socket of a container whose daemon was SIGKILLed is replaced when it comes back.
-        short = Path(tempfile.gettempdir()) / f"localcf-{os.getuid()}"
-        try:
-            short.mkdir(mode=0o700, exist_ok=True)
-            st = short.lstat()
-            private = short.is_dir() and not short.is_symlink() and st.st_uid == os.getuid() \
-                and (st.st_mode & 0o077) == 0
-        except OSError:
-            private = False
-        if not private:
-            short = Path(tempfile.mkdtemp(prefix="localcf-"))
-            self._relay_tmp = str(short)
-        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:20]
-        self._relay_own = str(short / f"{digest}.sock")
+        own = _short_relay_path(self.dir, make=True)
+        if own is None:
+            tmp = Path(tempfile.mkdtemp(prefix="localcf-"))
+            self._relay_tmp = str(tmp)
+            own = tmp / "routed.sock"
+        self._relay_own = str(own)
         return self._relay_own
 
     def _init_log(self) -> str:
