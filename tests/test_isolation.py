@@ -192,3 +192,34 @@ def test_process_mode_says_apps_run_as_the_user(tmp_path: Path) -> None:
             assert re.search(r"^Notice: .*no container isolation, apps run as the user running localcf", out, re.M), out
     finally:
         lcf("stop", check=False)
+
+
+def test_ssh_command_ends_when_the_client_is_killed(world, tmp_path: Path) -> None:
+    """As on a cell: a dropped ssh connection hangs up the session's processes."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import BIN
+
+    lcf, _, _ = world
+    app = push_runtime_app(lcf, tmp_path)
+    try:
+        tag = f"{300 + int(uuid.uuid4().int % 600)}"
+        client = subprocess.Popen([str(BIN / "localcf"), "ssh", app["name"], "-c", f"sleep {tag}; echo survived"],
+                                  env=lcf.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        try:
+            look = f"pgrep -x -f 'sleep {tag}' || true"
+            wait_for(lambda: lcf("ssh", app["name"], "-c", look).out.strip(), 20, "the remote sleep to start")
+        finally:
+            client.send_signal(signal.SIGKILL)
+            client.wait()
+            client.stdout.close()
+            client.stderr.close()
+        deadline = time.monotonic() + 10
+        while lcf("ssh", app["name"], "-c", look).out.strip() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert lcf("ssh", app["name"], "-c", look).out.strip() == "", "the remote command outlived its client"
+    finally:
+        delete(lcf, app)

@@ -595,7 +595,10 @@ class Init:
     def _op_xsignal(self, req, fds):
         for proc in self.by_pid.values():
             if proc.kind == "exec" and proc.name == req["xid"]:
-                os.kill(proc.pid, int(req["sig"]))
+                if req.get("group"):
+                    _kill(-proc.pid, int(req["sig"]))  # an exec leads its own session and group
+                else:
+                    os.kill(proc.pid, int(req["sig"]))
                 break
         self.reply(req, ok=True)
 

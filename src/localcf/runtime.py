@@ -1173,10 +1173,20 @@ class ExecProcess:
         self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return b"".join(out), b"".join(err)
 
-    def send_signal(self, sig: int) -> None:
-        """Send `sig` to the process inside."""
+    def send_signal(self, sig: int, group: bool = False) -> None:
+        """Send `sig` to the process inside; with `group`, to its whole process group."""
         if self.returncode is None:
-            self._container._request({"op": "xsignal", "xid": self._xid, "sig": int(sig)})
+            self._container._request({"op": "xsignal", "xid": self._xid, "sig": int(sig), "group": group})
+
+    def hang_up(self, grace: float = 2.0) -> None:
+        """What a cell does when an ssh session's connection drops: SIGHUP to the session's
+        process group, SIGKILL to it after `grace` seconds if it has not ended."""
+        try:
+            self.send_signal(signal.SIGHUP, group=True)
+            if not self._done.wait(grace):
+                self.send_signal(signal.SIGKILL, group=True)
+        except (ContainerError, OSError):
+            pass  # the container is gone, and the session with it
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)

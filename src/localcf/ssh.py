@@ -72,28 +72,37 @@ def serve_exec(rfile: BinaryIO, sock: socket.socket, proc: Any) -> int:
     for t in pumps:
         t.start()
 
+    def to_process(kind: bytes, data: bytes) -> None:
+        if kind == STDIN:
+            if proc.pty is not None:
+                os.write(proc.pty, data)
+            else:
+                proc.stdin.write(data)
+        elif kind == STDIN_EOF:
+            if proc.pty is None:
+                proc.stdin.close()
+            else:
+                os.write(proc.pty, b"\x04")
+        elif kind == WINDOW and proc.pty is not None and hasattr(proc, "resize"):
+            rows, cols = struct.unpack(">HH", data)
+            proc.resize(rows, cols)
+
     def pump_in() -> None:
-        try:
-            while True:
+        while True:
+            try:
                 frame = read_frame(rfile)
-                if frame is None:
-                    break
-                kind, data = frame
-                if kind == STDIN:
-                    if proc.pty is not None:
-                        os.write(proc.pty, data)
-                    else:
-                        proc.stdin.write(data)
-                elif kind == STDIN_EOF:
-                    if proc.pty is None:
-                        proc.stdin.close()
-                    else:
-                        os.write(proc.pty, b"\x04")
-                elif kind == WINDOW and proc.pty is not None and hasattr(proc, "resize"):
-                    rows, cols = struct.unpack(">HH", data)
-                    proc.resize(rows, cols)
-        except (OSError, ValueError):
-            pass
+            except (OSError, ValueError):
+                frame = None
+            if frame is None:
+                break
+            try:
+                to_process(*frame)
+            except (OSError, ValueError):
+                pass  # the process closed its stdin or terminal: the session goes on
+        # The client is gone (a clean end comes only after our EXIT frame): hang up, as a cell
+        # does when an ssh connection drops.
+        if proc.poll() is None and hasattr(proc, "hang_up"):
+            proc.hang_up()
 
     threading.Thread(target=pump_in, daemon=True).start()
     status = proc.wait()
