@@ -208,6 +208,11 @@ def test_isolation_ps_ports_hostname(runtime, droplet):
     script = "hostname; pwd; id -u; getent hosts $(hostname) | cut -d' ' -f1"
     out, _ = container.exec(["bash", "-c", script], env, cwd="/home/vcap/app").communicate(timeout=30)
     assert out.decode().split() == [spec.id, "/home/vcap/app", "2000", "127.0.0.1"]  # vcap, as on a cell
+    # All of the container's processes are one user: a session reads the sidecar's descriptors
+    # (what `lsof` does) and may signal it, as on a cell.
+    peek = "readlink /proc/$(pgrep -f sidecar.py | head -n 1)/fd/0 && kill -0 $(pgrep -f sidecar.py | head -n 1) && echo may-signal"
+    out, err = container.exec(["sh", "-c", peek], env).communicate(timeout=30)
+    assert out.decode().split() == ["/dev/null", "may-signal"], err
     # Nothing of the host's homes: /home holds vcap alone.
     listing = container.exec(["ls", "-A", "/home"], env).communicate(timeout=30)[0].decode().split()
     assert listing == ["vcap"]

@@ -352,19 +352,63 @@ def setup(cfg):
         _drop_to(libc, int(drop[0]), int(drop[1]))
     # Processes inside (same host id) may neither trace the init nor read its descriptors.
     libc.prctl(_PR_SET_DUMPABLE, 0)
+    global _vcap_ns
+    _vcap_ns = _vcap_namespace(libc)
     return "/home/vcap"
 
 
+def _vcap_namespace(libc):
+    """Make the one user namespace every process of the container runs in, where vcap (uid
+    2000) is the container's root; returns a descriptor to join it with (`_become_vcap`).
+
+    One namespace for all, as one user on a cell: `ps`, `kill` and reading /proc/PID/fd of one
+    another work between them, as they do between processes of the same user anywhere.
+    """
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        ok = b"no"
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            # The init is not dumpable, so this fork's /proc/self would belong to host root.
+            libc.prctl(_PR_SET_DUMPABLE, 1)
+            libc.unshare(_CLONE_NEWUSER)
+            _write("/proc/self/uid_map", "%d 0 1\n" % VCAP_UID)
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/gid_map", "%d 0 1\n" % VCAP_UID)
+            ok = b"ok"
+        except BaseException:
+            pass
+        try:
+            os.write(ready_w, ok)
+            os.read(done_r, 1)  # stay until the init holds the namespace
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 2) != b"ok":
+            raise OSError(errno.EPERM, "cannot make the user namespace of vcap (uid %d)" % VCAP_UID)
+        return os.open("/proc/%d/ns/user" % child, os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(done_w)
+        os.close(ready_r)
+        os.waitpid(child, 0)
+
+
+_vcap_ns = None  # the descriptor of the container's vcap namespace, once setup() made it
+
+
 def _become_vcap(libc):
-    """In a forked child: a user namespace of its own where it is vcap (uid 2000), mapped to the
-    container's root; after exec it holds no capability at all."""
-    # The init is not dumpable, so its fork's /proc/self would belong to host root: undo that
-    # for the child, whose maps it writes itself.
-    libc.prctl(_PR_SET_DUMPABLE, 1)
-    libc.unshare(_CLONE_NEWUSER)
-    _write("/proc/self/uid_map", "%d 0 1\n" % VCAP_UID)
-    _write("/proc/self/setgroups", "deny")
-    _write("/proc/self/gid_map", "%d 0 1\n" % VCAP_UID)
+    """In a forked child: join the container's vcap namespace, where it is uid 2000; after exec
+    it holds no capability at all."""
+    if _vcap_ns is None:
+        raise OSError(errno.EINVAL, "the container has no vcap namespace")
+    if libc.lib.setns(_vcap_ns, _CLONE_NEWUSER) != 0:
+        err = libc._ctypes.get_errno()
+        raise OSError(err, "setns: %s" % os.strerror(err))
     libc.prctl(_PR_SET_NO_NEW_PRIVS, 1)
 
 
