@@ -6,8 +6,9 @@
 - push of the fixture app (stage, start, healthy), Go build excluded;
 - a crashed instance (kill -9 of its sidecar) RUNNING again.
 
-Run: .venv/bin/python benchmarks/container_start.py [--runs N] [--before SRC_DIR]
-where SRC_DIR is the `src` directory of the tree to compare with (git worktree add ... main).
+Run: .venv/bin/python benchmarks/container_start.py [--runs N] [--before SRC_DIR [--before-commit C]]
+where SRC_DIR is the `src` directory of the tree to compare with, for example
+`git archive C src | tar -x -C /some/dir` and SRC_DIR=/some/dir/src.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--before", type=Path, help="the src directory of the tree to compare with")
+    ap.add_argument("--before-commit", help="the commit the --before tree was taken from (recorded)")
     ap.add_argument("--child-start", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_start is not None:
@@ -127,6 +129,8 @@ def main() -> None:
         figures = {"root_filesystem": measure(THIS_SRC, app, args.runs)}
         if args.before:
             figures["before"] = measure(args.before.resolve(), app, args.runs)
+            if args.before_commit:
+                figures["before"]["commit"] = args.before_commit
             figures["added_per_container_start_ms"] = round(
                 (figures["root_filesystem"]["container_start_s"]["median"]
                  - figures["before"]["container_start_s"]["median"]) * 1000, 1)
