@@ -783,23 +783,43 @@ def _relay(client, port):
         return
     upstream.settimeout(None)
     upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    other = threading.Thread(target=_pump, args=(client, upstream), daemon=True)
-    other.start()
-    _pump(upstream, client)
-    other.join()
-    upstream.close()
-    client.close()
-
-
-def _pump(src, dst):
-    buf = bytearray(65536)
-    view = memoryview(buf)
     try:
-        while True:
-            n = src.recv_into(buf)
-            if not n:
-                break
-            dst.sendall(view[:n])
+        splice(client, upstream)
+    finally:
+        upstream.close()
+        client.close()
+
+
+def splice(a, b, read_a=None, linger=None):
+    """Copy bytes both ways between connected sockets `a` and `b` until both directions end
+    (each end passes on as a half-close); the caller closes them. `read_a(n)` reads from `a`
+    instead of `a.recv`, for a buffered reader that already holds a's first bytes. Waits at
+    most `linger` seconds for the a-to-b direction once b-to-a ended (None: until it ends).
+
+    The one splicer of localcf: the routed port's relay here, `cf ssh -L` in localcf.ssh.
+    """
+    other = threading.Thread(target=_pump, args=(a, b, read_a), daemon=True)
+    other.start()
+    _pump(b, a)
+    other.join(linger)
+
+
+def _pump(src, dst, read=None):
+    try:
+        if read is not None:
+            while True:
+                data = read(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        else:
+            buf = bytearray(65536)
+            view = memoryview(buf)
+            while True:
+                n = src.recv_into(buf)
+                if not n:
+                    break
+                dst.sendall(view[:n])
     except OSError:
         pass
     for s, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):

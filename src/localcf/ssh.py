@@ -17,6 +17,8 @@ import sys
 import threading
 from typing import IO, Any, BinaryIO
 
+from localcf.container_init import splice
+
 STDIN, STDIN_EOF, STDOUT, STDERR, EXIT, WINDOW = b"i", b"e", b"o", b"r", b"x", b"w"
 UPGRADE = "localcf-ssh"
 
@@ -117,30 +119,13 @@ def serve_exec(rfile: BinaryIO, sock: socket.socket, proc: Any) -> int:
 
 def serve_forward(rfile: BinaryIO, sock: socket.socket, inner: socket.socket) -> None:
     """Pipe raw bytes between the upgraded connection and a socket inside the container."""
-    _splice(sock, inner, first_reader=rfile)
+    # rfile may already hold the first bytes the client sent after the upgrade's head.
+    splice(sock, inner, read_a=rfile.read1, linger=30)
 
 
 def _splice(a: socket.socket, b: socket.socket, first_reader: Any = None) -> None:
-    def copy(src_read: Any, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src_read(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
-    reader = first_reader.read1 if first_reader is not None else a.recv
-    t = threading.Thread(target=copy, args=(reader, b), daemon=True)
-    t.start()
-    copy(b.recv, a)
-    t.join(30)
+    """Both ways between `a` (read through `first_reader` if given) and `b`: the client's `-L`."""
+    splice(a, b, read_a=first_reader.read1 if first_reader is not None else None, linger=30)
 
 
 # ------------------------------------------------------------------------------- client side
