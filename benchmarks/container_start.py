@@ -85,38 +85,63 @@ class TreePlatform(Platform):
         return proc
 
 
-def platform_times(src: Path, app: Path, runs: int) -> dict:
+def platform_times(trees: dict[str, Path], app: Path, runs: int) -> dict[str, dict]:
+    """Push and crash-to-RUNNING on one daemon per tree, all running at once; the samples
+    alternate between the trees, so that a change of the machine's load hits them alike."""
     name = "app-using-config-server"
-    with TreePlatform(src, LOCALCF_RUNTIME="namespaces") as cf:
-        cf("start")
-        cf("push", cwd=app)  # warm-up
-        pushes = []
+    platforms = {tree: TreePlatform(src, LOCALCF_RUNTIME="namespaces") for tree, src in trees.items()}
+    pushes: dict[str, list[float]] = {tree: [] for tree in trees}
+    crashes: dict[str, list[float]] = {tree: [] for tree in trees}
+    try:
+        for cf in platforms.values():
+            cf("start")
+            cf("push", cwd=app)  # warm-up
         for _ in range(runs):
-            cf("delete", name, "-f")
-            pushes.append(cf.timed("push", cwd=app))
-        crashes = []
+            for tree, cf in platforms.items():
+                cf("delete", name, "-f")
+                pushes[tree].append(cf.timed("push", cwd=app))
         for _ in range(runs):
-            cf("restart", name)
-            crashes.append(crash_to_running(cf, name))
-    return {"push_start_healthy_s": {"median": median(pushes), "all": [round(t, 3) for t in pushes]},
-            "crash_to_running_s": {"median": median(crashes), "all": [round(t, 3) for t in crashes]}}
+            for tree, cf in platforms.items():
+                cf("restart", name)
+                crashes[tree].append(crash_to_running(cf, name))
+    finally:
+        for cf in platforms.values():
+            cf.close()
+    return {tree: {"push_start_healthy_s": {"median": median(pushes[tree]), "all": [round(t, 3) for t in pushes[tree]]},
+                   "crash_to_running_s": {"median": median(crashes[tree]), "all": [round(t, 3) for t in crashes[tree]]}}
+            for tree in trees}
 
 
-def measure(src: Path, app: Path, runs: int) -> dict:
+def child_starts(src: Path, runs: int) -> list[float]:
     done = run_in(src, __file__, "--child-start", str(runs))
     if done.returncode:
         raise SystemExit(f"container start in {src} failed:\n{done.stdout}{done.stderr}")
-    starts = json.loads(done.stdout.strip().splitlines()[-1])
-    commit = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    return {"commit": commit or None,
-            "container_start_s": {"median": median(starts), "all": [round(t, 4) for t in starts]},
-            **platform_times(src, app, runs)}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def commit_of(src: Path) -> str | None:
+    return subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip() or None
+
+
+def measure(trees: dict[str, Path], app: Path, runs: int, rounds: int) -> dict:
+    # Container starts alternate between the trees, round by round, so that a change of the
+    # machine's load hits both alike; so do push and crash samples (platform_times).
+    starts: dict[str, list[float]] = {name: [] for name in trees}
+    for _ in range(rounds):
+        for name, src in trees.items():
+            starts[name] += child_starts(src, runs)
+    platform = platform_times(trees, app, runs)
+    return {name: {"commit": commit_of(src),
+                   "container_start_s": {"median": median(starts[name]), "all": [round(t, 4) for t in starts[name]]},
+                   **platform[name]}
+            for name, src in trees.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3, help="container-start rounds, alternating the trees")
     ap.add_argument("--before", type=Path, help="the src directory of the tree to compare with")
     ap.add_argument("--before-commit", help="the commit the --before tree was taken from (recorded)")
     ap.add_argument("--child-start", type=int, help=argparse.SUPPRESS)
@@ -124,22 +149,23 @@ def main() -> None:
     if args.child_start is not None:
         print(json.dumps(start_times(args.child_start)))
         return
+    trees = {"root_filesystem": THIS_SRC}
+    if args.before:
+        trees["before"] = args.before.resolve()
     app = fixture_app()
     try:
-        figures = {"root_filesystem": measure(THIS_SRC, app, args.runs)}
-        if args.before:
-            figures["before"] = measure(args.before.resolve(), app, args.runs)
-            if args.before_commit:
-                figures["before"]["commit"] = args.before_commit
-            figures["added_per_container_start_ms"] = round(
-                (figures["root_filesystem"]["container_start_s"]["median"]
-                 - figures["before"]["container_start_s"]["median"]) * 1000, 1)
+        figures = measure(trees, app, args.runs, args.rounds)
     finally:
         shutil.rmtree(app.parent, ignore_errors=True)
-    # The machine may be shared: the load says how far to trust absolute figures (the before/after
-    # comparison runs back to back, under the same load).
-    record("container_start", {"runs": args.runs, "runtime": "namespaces", "euid": os.geteuid(),
-                               "load_average_1m_5m": [round(x, 1) for x in os.getloadavg()[:2]], **figures})
+    if args.before:
+        if args.before_commit:
+            figures["before"]["commit"] = args.before_commit
+        figures["added_per_container_start_ms"] = round(
+            (figures["root_filesystem"]["container_start_s"]["median"]
+             - figures["before"]["container_start_s"]["median"]) * 1000, 1)
+    # The machine may be shared: the load says how far to trust absolute figures.
+    record("container_start", {"runs": args.runs, "start_rounds": args.rounds, "runtime": "namespaces",
+                               "euid": os.geteuid(), "load_average_1m_5m": [round(x, 1) for x in os.getloadavg()[:2]], **figures})
 
 
 if __name__ == "__main__":
