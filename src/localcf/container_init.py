@@ -265,15 +265,19 @@ class Rootfs:
                 _write(dev + "/" + name, "")
                 libc.mount("/dev/" + name, dev + "/" + name, None, _MS_BIND)
         for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
-                             ("ptmx", "pts/ptmx")):
+                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
             os.symlink(target, dev + "/" + name)
         os.mkdir(dev + "/pts", 0o755)
         try:
+            # Terminals of its own: exec sessions (cf ssh) get theirs here.
             libc.mount("devpts", dev + "/pts", "devpts", _MS_NOSUID | _MS_NOEXEC,
                        "newinstance,ptmxmode=0666,mode=620")
+            os.symlink("pts/ptmx", dev + "/ptmx")
         except OSError:
-            pass  # programs that open new terminals cannot; exec sessions get theirs from outside
+            # A kernel that refuses a new devpts here: exec sessions get a terminal opened by
+            # the runtime outside (programs inside cannot open new ones).
+            global _own_pts
+            _own_pts = False
         os.mkdir(dev + "/shm", 0o755)
         libc.mount("tmpfs", dev + "/shm", "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=1777")
 
@@ -399,6 +403,7 @@ def _vcap_namespace(libc):
 
 
 _vcap_ns = None  # the descriptor of the container's vcap namespace, once setup() made it
+_own_pts = True  # whether the container has terminals of its own (a devpts instance)
 
 
 def _become_vcap(libc):
@@ -503,7 +508,7 @@ class Init:
             return 1
         self.sel.register(self.ctrl, selectors.EVENT_READ, "ctrl")
         self.sel.register(wake_r, selectors.EVENT_READ, "wake")
-        self.send({"ev": "ready", "home": self.home, "pid": os.getpid()})
+        self.send({"ev": "ready", "home": self.home, "pid": os.getpid(), "pts": _own_pts})
         while not self.quit:
             timeout = None
             if self.kill_at is not None:
@@ -601,7 +606,9 @@ class Init:
         tty = bool(req.get("tty"))
         master = None
         try:
-            if tty:
+            if tty and fds:
+                stdin = stdout = stderr = fds[0]  # a terminal the runtime opened outside
+            elif tty:
                 # The terminal is the container's own (its /dev/pts), so `tty` inside names it;
                 # its master side goes back to the runtime with the reply.
                 master, slave = os.openpty()

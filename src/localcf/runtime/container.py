@@ -465,7 +465,11 @@ class Container:
         xid = uuid.uuid4().hex[:16]
         mine: list[int] = []
         theirs: list[int] = []
-        if not tty:  # with a tty, the init opens the terminal inside and hands its master back
+        outside_pty = tty and self._ready_info.get("pts") is False
+        if outside_pty:  # the container has no terminals of its own: one of the host's
+            master, slave = os.openpty()
+            mine, theirs = [master], [slave]
+        elif not tty:  # with a tty, the init opens the terminal inside and hands its master back
             in_r, in_w = os.pipe()
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
@@ -484,7 +488,7 @@ class Container:
         finally:
             for fd in theirs:
                 os.close(fd)
-        if tty:
+        if tty and not outside_pty:
             if not fds:
                 raise ContainerError(f"container {self.id}: exec: the init sent no terminal")
             proc.pty = fds[0]
