@@ -120,7 +120,7 @@ def serve_exec(rfile: BinaryIO, sock: socket.socket, proc: Any) -> int:
 def serve_forward(rfile: BinaryIO, sock: socket.socket, inner: socket.socket) -> None:
     """Pipe raw bytes between the upgraded connection and a socket inside the container."""
     # rfile may already hold the first bytes the client sent after the upgrade's head.
-    splice(sock, inner, read_a=rfile.read1, linger=30)
+    splice(sock, inner, read_a=rfile.read1, linger=30)  # type: ignore[attr-defined]
 
 
 def _splice(a: socket.socket, b: socket.socket, first_reader: Any = None) -> None:
@@ -156,7 +156,7 @@ def open_upgraded(port: int, token: str, path: str, body: dict[str, Any]) -> tup
             detail = payload.decode(errors="replace") or status.strip()
         raise ConnectionError(detail)
     sock.settimeout(None)
-    return sock, reader
+    return sock, reader  # type: ignore[return-value]  # makefile("rb") is a BufferedReader
 
 
 def run_client(sock: socket.socket, reader: BinaryIO, tty: bool, stdin: IO[bytes] | None = None,
@@ -168,6 +168,7 @@ def run_client(sock: socket.socket, reader: BinaryIO, tty: bool, stdin: IO[bytes
     in_fd = (stdin or sys.stdin.buffer).fileno() if (stdin or sys.stdin) is not None else None
 
     def pump_in() -> None:
+        assert in_fd is not None
         try:
             while True:
                 r, _, _ = select.select([in_fd], [], [], 0.5)

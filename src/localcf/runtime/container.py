@@ -195,6 +195,7 @@ class Container:
     # The control channel ----------------------------------------------------------------------
     def _read_loop(self) -> None:
         ctrl = self._ctrl
+        assert ctrl is not None, "the reader starts once the control channel exists"
         try:
             while True:
                 frame = recv_frame(ctrl)

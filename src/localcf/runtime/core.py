@@ -266,7 +266,7 @@ class Runtime:
         finally:
             shutil.rmtree(tdir, ignore_errors=True)
 
-    def _task_binds(self, binds: dict[Path, str] | None, root: Path) -> list[list[str]]:
+    def _task_binds(self, binds: dict[Path, str] | None, root: Path) -> list[list]:
         out = []
         for host, inside in (binds or {}).items():
             host = Path(host).resolve()

@@ -67,13 +67,14 @@ class ExecProcess:
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the end and return the exit status."""
         if not self._done.wait(timeout):
-            raise subprocess.TimeoutExpired(self.args, timeout)
+            raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
         return self.returncode  # type: ignore[return-value]
 
     def communicate(self, input: bytes | None = None, timeout: float | None = None) -> tuple[bytes, bytes]:
         """Write `input`, close stdin, read both streams to their end and wait (pipes only)."""
         if self.pty is not None:
             raise ValueError("communicate() needs pipes: this process runs on a tty, read its pty")
+        assert self.stdin is not None
         out: list[bytes] = []
         err: list[bytes] = []
         readers = [threading.Thread(target=lambda f=f, acc=acc: acc.append(f.read()), daemon=True)
@@ -90,7 +91,7 @@ class ExecProcess:
         for t in readers:
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
             if t.is_alive():
-                raise subprocess.TimeoutExpired(self.args, timeout)
+                raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
         self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return b"".join(out), b"".join(err)
 

@@ -51,6 +51,7 @@ def _pump_task(popen: subprocess.Popen, on_output: TaskOutputCallback, timeout: 
     deadline = None if timeout is None else time.monotonic() + timeout
     sel = selectors.DefaultSelector()
     pending: dict[int, bytes] = {}
+    assert popen.stdout is not None and popen.stderr is not None, "run the task with stdout and stderr piped"
     for stream, name in ((popen.stdout, "OUT"), (popen.stderr, "ERR")):
         os.set_blocking(stream.fileno(), False)
         sel.register(stream, selectors.EVENT_READ, name)
@@ -65,7 +66,7 @@ def _pump_task(popen: subprocess.Popen, on_output: TaskOutputCallback, timeout: 
             deadline = None
             continue
         for key, _ in events:
-            fd = key.fileobj.fileno()
+            fd = key.fd
             try:
                 data = os.read(fd, 65536)
             except BlockingIOError:
