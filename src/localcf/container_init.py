@@ -242,8 +242,8 @@ class Rootfs:
         tmp = self.inside("/tmp")
         os.makedirs(tmp, 0o755, exist_ok=True)
         libc.mount("tmpfs", tmp, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=1777")
-        for path in cfg.get("readonly") or ():
-            self.bind(path, path, readonly=True)
+        for src, dst in cfg.get("readonly") or ():
+            self.bind(src, dst, readonly=True)
         self.bind(cfg["root"], "/home/vcap", readonly=False)
         for host, inside, readonly in cfg.get("binds") or ():
             self.bind(host, inside, readonly=bool(readonly))

@@ -102,13 +102,35 @@ def interpreter_paths() -> list[str]:
     return out
 
 
+def _interpreter_binds() -> list[list[str]]:
+    """[host path, path inside] of the interpreter's views: each real directory at its own path,
+    and again at the path the interpreter is known by when a symlink leads there (a venv in a
+    linked project folder, say), so that `sys.executable` works inside as it is written."""
+    real = interpreter_paths()
+    out = [[path, path] for path in real]
+    aliases: list[tuple[str, str]] = []
+    for raw in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                os.path.dirname(sys.executable)):
+        alias = os.path.abspath(raw)
+        target = os.path.realpath(alias)
+        if alias != target and os.path.isdir(target) and _covered(target, real) and \
+                not _covered(alias, real + list(SYSTEM_DIRS)):
+            aliases.append((alias, target))
+    chosen: list[str] = []
+    for alias, target in sorted(set(aliases), key=lambda pair: len(pair[0])):
+        if not _covered(alias, chosen):
+            chosen.append(alias)
+            out.append([target, alias])
+    return out
+
+
 def _rootfs_cfg(where: Path, root: Path) -> dict:
     """The root filesystem part of an init's config (namespaces mode)."""
     rootfs = where / "rootfs"
     rootfs.mkdir(exist_ok=True)
     ids = _host_ids()
     return {"rootfs": str(rootfs), "root": str(root), "system": [d for d in SYSTEM_DIRS if os.path.lexists(d)],
-            "readonly": interpreter_paths(), "drop": list(ids) if ids else None}
+            "readonly": _interpreter_binds(), "drop": list(ids) if ids else None}
 
 
 def _unshare() -> str | None:
