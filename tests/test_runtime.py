@@ -541,14 +541,26 @@ def test_namespaces_work_for_an_unprivileged_user(droplet, tmp_path):
         shutil.copy(droplet, shared / "droplet.tgz")
         (shared / "droplet.tgz").chmod(0o644)
         cid = str(uuid.uuid4())
+        # psutil (a dependency, for pids()) as nobody's interpreter can load it, from a copy.
+        import psutil
+
+        site = shared / "site"
+        shutil.copytree(Path(psutil.__file__).parent, site / "psutil")
+        for path in [site, *site.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
         env = {"PATH": os.environ["PATH"], "HOME": str(shared),
-               "PYTHONPATH": str(Path(__import__("localcf").__file__).resolve().parent.parent)}
+               "PYTHONPATH": f"{Path(__import__('localcf').__file__).resolve().parent.parent}:{site}"}
+        if subprocess.run([*as_nobody, python, "-c", "import psutil"], env=env, capture_output=True).returncode:
+            pytest.skip(f"{python} cannot load this psutil (a dependency of the runtime)")
         done = subprocess.run([*as_nobody, python, str(FIXTURES / "owner.py"), str(shared / "base"), "namespaces",
                                str(shared / "droplet.tgz"), cid, str(free_port()), "check"],
                               capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
         seen = json.loads(done.stdout)
         assert (seen["mode"], seen["uid"], seen["home"]) == ("namespaces", 65534, "/home/vcap")
+        # vcap inside, the user who runs localcf on the host
+        assert seen["inside_id"] == "2000"
+        assert seen["host_uids"] == {"web": ["65534"] * 4, "config-server": ["65534"] * 4}
         assert seen["ps"].split()[0] == "1"
         assert not seen["host_reaches_sidecar"] and seen["inside_reaches_sidecar"]
     finally:

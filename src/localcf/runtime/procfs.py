@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# psutil is imported where it is used: the rest of the runtime needs the standard library only,
-# so a bare interpreter (another user's, say) can still make containers.
+# psutil is imported where it is used: making containers, exec and staging tasks need the
+# standard library only, and importing the runtime stays quick.
 
 
 def _init_child(pid: int) -> int | None:
