@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shlex
+import stat
 import tempfile
 import uuid
 from pathlib import Path
@@ -78,6 +79,8 @@ def test_an_app_reaches_nothing_of_the_host(world, tmp_path: Path) -> None:
         # What the app goes for is really there on the host.
         for path in (secret, token, other_file, other_sock, src / "__init__.py"):
             assert path.exists(), path
+        # On the host, only the platform's user may connect to an instance's socket.
+        assert stat.S_IMODE(other_sock.stat().st_mode) == 0o600
         marker = f"pwned-{uuid.uuid4().hex[:8]}"
         script = attempts({
             "own_read": "cat /home/vcap/app/app.py",

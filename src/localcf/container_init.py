@@ -5,6 +5,12 @@ The runtime (`localcf.runtime`) starts it as `python -I -S container_init.py CON
 library only, imports little, and knows nothing about Cloud Foundry: it sets the container up,
 then starts, signals and reaps the processes the runtime asks for.
 
+In namespaces mode it first builds the container's root filesystem (`Rootfs`: a tmpfs with the
+system directories, the interpreter and a few /etc files read-only, its own passwd, the droplet at
+/home/vcap, a private /tmp, /dev and /proc) and pivots into it; run by root, it then leaves host
+root for an unprivileged host id (`_drop_to`). Every process it starts joins the container's
+vcap namespace (uid 2000, no capabilities) before exec.
+
 Three kinds, chosen by the config's `kind`:
 
 - `container`: set up, say `ready` over the control socket, then serve requests (spawn, signal,
