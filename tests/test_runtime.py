@@ -207,10 +207,15 @@ def test_isolation_ps_ports_hostname(runtime, droplet):
 
     script = "hostname; pwd; id -u; getent hosts $(hostname) | cut -d' ' -f1"
     out, _ = container.exec(["bash", "-c", script], env, cwd="/home/vcap/app").communicate(timeout=30)
-    assert out.decode().split() == [spec.id, "/home/vcap/app", "0", "127.0.0.1"]
-    # /home stays usable: what was there is still there, next to vcap.
-    listing = container.exec(["ls", "/home"], env).communicate(timeout=30)[0].decode().split()
-    assert sorted(listing) == sorted({*os.listdir("/home"), "vcap"})
+    assert out.decode().split() == [spec.id, "/home/vcap/app", "2000", "127.0.0.1"]  # vcap, as on a cell
+    # All of the container's processes are one user: a session reads the sidecar's descriptors
+    # (what `lsof` does) and may signal it, as on a cell.
+    peek = "readlink /proc/$(pgrep -f sidecar.py | head -n 1)/fd/0 && kill -0 $(pgrep -f sidecar.py | head -n 1) && echo may-signal"
+    out, err = container.exec(["sh", "-c", peek], env).communicate(timeout=30)
+    assert out.decode().split() == ["/dev/null", "may-signal"], err
+    # Nothing of the host's homes: /home holds vcap alone.
+    listing = container.exec(["ls", "-A", "/home"], env).communicate(timeout=30)[0].decode().split()
+    assert listing == ["vcap"]
 
 
 def test_launcher_lines_and_profile_order(runtime, droplet):
@@ -484,6 +489,16 @@ def test_killed_owner_leaves_no_process(runtime, droplet, tmp_path):
         while scan_proc(cid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert scan_proc(cid) == []
+        # What the dead owner left, the next one reclaims: the container's folder and socket,
+        # and a staging task's folder.
+        left = tmp_path / "owned" / cid
+        task_left = tmp_path / "owned" / ".tasks" / "task-0123456789ab"
+        (task_left / "vcap").mkdir(parents=True)
+        sock = Path(report["upstream"][len("unix:"):]) if report["upstream"].startswith("unix:") else None
+        assert left.is_dir() and (sock is None or sock.exists())
+        removed = Runtime(tmp_path / "owned", runtime.mode).reclaim()
+        assert sorted(removed) == sorted([left, task_left])
+        assert not left.exists() and not task_left.exists() and (sock is None or not sock.exists())
     finally:
         if owner.poll() is None:
             owner.kill()
@@ -494,6 +509,14 @@ def test_killed_owner_leaves_no_process(runtime, droplet, tmp_path):
             Path(report["upstream"][len("unix:"):]).unlink(missing_ok=True)
         owner.stdout.close()
         owner.stderr.close()
+
+
+def test_reclaim_keeps_what_is_alive(runtime, droplet):
+    events = Events()
+    container, spec, _ = app_and_sidecar(runtime, droplet, events)
+    other = Runtime(runtime.base_dir, runtime.mode)  # as a second daemon on the same folder would
+    assert other.reclaim() == []
+    assert container.dir.is_dir() and container.port_open(spec.routed_port)
 
 
 def test_namespaces_work_for_an_unprivileged_user(droplet, tmp_path):
@@ -518,14 +541,26 @@ def test_namespaces_work_for_an_unprivileged_user(droplet, tmp_path):
         shutil.copy(droplet, shared / "droplet.tgz")
         (shared / "droplet.tgz").chmod(0o644)
         cid = str(uuid.uuid4())
+        # psutil (a dependency, for pids()) as nobody's interpreter can load it, from a copy.
+        import psutil
+
+        site = shared / "site"
+        shutil.copytree(Path(psutil.__file__).parent, site / "psutil")
+        for path in [site, *site.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
         env = {"PATH": os.environ["PATH"], "HOME": str(shared),
-               "PYTHONPATH": str(Path(__import__("localcf").__file__).resolve().parent.parent)}
+               "PYTHONPATH": f"{Path(__import__('localcf').__file__).resolve().parent.parent}:{site}"}
+        if subprocess.run([*as_nobody, python, "-c", "import psutil"], env=env, capture_output=True).returncode:
+            pytest.skip(f"{python} cannot load this psutil (a dependency of the runtime)")
         done = subprocess.run([*as_nobody, python, str(FIXTURES / "owner.py"), str(shared / "base"), "namespaces",
                                str(shared / "droplet.tgz"), cid, str(free_port()), "check"],
                               capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
         seen = json.loads(done.stdout)
         assert (seen["mode"], seen["uid"], seen["home"]) == ("namespaces", 65534, "/home/vcap")
+        # vcap inside, the user who runs localcf on the host
+        assert seen["inside_id"] == "2000"
+        assert seen["host_uids"] == {"web": ["65534"] * 4, "config-server": ["65534"] * 4}
         assert seen["ps"].split()[0] == "1"
         assert not seen["host_reaches_sidecar"] and seen["inside_reaches_sidecar"]
     finally:

@@ -5,6 +5,12 @@ The runtime (`localcf.runtime`) starts it as `python -I -S container_init.py CON
 library only, imports little, and knows nothing about Cloud Foundry: it sets the container up,
 then starts, signals and reaps the processes the runtime asks for.
 
+In namespaces mode it first builds the container's root filesystem (`Rootfs`: a tmpfs with the
+system directories, the interpreter and a few /etc files read-only, its own passwd, the droplet at
+/home/vcap, a private /tmp, /dev and /proc) and pivots into it; run by root, it then leaves host
+root for an unprivileged host id (`_drop_to`). Every process it starts joins the container's
+vcap namespace (uid 2000, no capabilities) before exec.
+
 Three kinds, chosen by the config's `kind`:
 
 - `container`: set up, say `ready` over the control socket, then serve requests (spawn, signal,
@@ -41,6 +47,8 @@ _MNT_DETACH = 2
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "arm64": 41, "riscv64": 41, "ppc64le": 203,
+                   "s390x": 217, "i686": 217, "armv7l": 218}
 
 
 # --- framing (also used by the runtime) -----------------------------------------------------
@@ -121,6 +129,15 @@ class _Libc:
     def prctl(self, option, arg):
         self._check(self.lib.prctl(option, arg, 0, 0, 0), "prctl %d" % option)
 
+    def unshare(self, flags):
+        self._check(self.lib.unshare(flags), "unshare")
+
+    def pivot_root(self, new, old):
+        number = _SYS_PIVOT_ROOT.get(os.uname().machine)
+        if number is None:
+            raise OSError(errno.ENOSYS, "pivot_root: unknown system call number on %s" % os.uname().machine)
+        self._check(self.lib.syscall(number, new.encode(), old.encode()), "pivot_root")
+
 
 def _loopback_up():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -129,86 +146,284 @@ def _loopback_up():
         fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | _IFF_UP))
 
 
-def _hosts_file(libc, cfg):
-    """Make the hostname resolve inside, as it does in a Diego container (best effort)."""
-    if not cfg.get("hosts") or not os.path.isfile("/etc/hosts"):
-        return
+# What a container's /etc holds besides its own passwd, group, hosts and hostname: read-only
+# views of the host's files that programs need to run (libraries, certificates, name service,
+# time zone), and nothing that says who uses the host.
+ETC_ENTRIES = (
+    "alternatives", "bash.bashrc", "ca-certificates", "ca-certificates.conf", "crypto-policies",
+    "debian_version", "gai.conf", "host.conf", "inputrc", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
+    "localtime", "magic", "mime.types", "nsswitch.conf", "os-release", "pki", "profile", "protocols",
+    "resolv.conf", "services", "ssl", "terminfo", "timezone",
+)
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+VCAP_UID = 2000
+
+_CLONE_NEWUSER = 0x10000000
+_MS_RDONLY, _MS_REMOUNT, _MS_NOATIME, _MS_NODIRATIME, _MS_RELATIME = 0x1, 0x20, 0x400, 0x800, 1 << 21
+_ST_TO_MS = ((0x1, _MS_RDONLY), (0x2, _MS_NOSUID), (0x4, _MS_NODEV), (0x8, _MS_NOEXEC),
+             (0x400, _MS_NOATIME), (0x800, _MS_NODIRATIME), (0x1000, _MS_RELATIME))
+_PR_SET_DUMPABLE, _PR_SET_NO_NEW_PRIVS = 4, 38
+
+
+def _passwd(cfg):
+    return ("root:x:0:0:root:/root:/usr/sbin/nologin\n"
+            "vcap:x:%d:%d::/home/vcap:/bin/bash\n"
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n" % (VCAP_UID, VCAP_UID))
+
+
+def _group(cfg):
+    return "root:x:0:\nvcap:x:%d:\nnogroup:x:65534:\n" % VCAP_UID
+
+
+def _write(path, text, mode=0o644):
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode)
     try:
-        with open(cfg["hosts"], "w") as f:
-            f.write("127.0.0.1 localhost %s\n::1 localhost ip6-localhost\n" % cfg["hostname"])
-        libc.mount(cfg["hosts"], "/etc/hosts", None, _MS_BIND)
-    except OSError:
-        pass
-
-
-def _mount_home(libc, root):
-    """Show `root` at /home/vcap without hiding anything else under /home.
-
-    Learners' virtualenvs and projects often live under /home, and the app runs with that
-    interpreter, so /home becomes a tmpfs with every original entry bound back.
-    """
-    home = os.path.realpath("/home")
-    if not os.path.isdir(home):
-        raise OSError(errno.ENOENT, "/home does not exist on this host")
-    # Keep a handle on the original /home: its entries stay reachable once it is covered.
-    orig = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        entries = os.listdir(orig)
-        libc.mount("tmpfs", home, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=755")
-        try:
-            import stat
-
-            for name in entries:
-                if name == "vcap":
-                    continue
-                src, dst = "/proc/self/fd/%d/%s" % (orig, name), "%s/%s" % (home, name)
-                st = os.lstat(src)
-                if stat.S_ISLNK(st.st_mode):
-                    os.symlink(os.readlink(src), dst)
-                    continue
-                if stat.S_ISDIR(st.st_mode):
-                    os.mkdir(dst, 0o755)
-                elif stat.S_ISREG(st.st_mode):
-                    os.close(os.open(dst, os.O_CREAT | os.O_WRONLY, 0o644))
-                else:
-                    continue
-                libc.mount(src, dst, None, _MS_BIND | _MS_REC)
-            os.mkdir(home + "/vcap", 0o755)
-            libc.mount(root, home + "/vcap", None, _MS_BIND | _MS_REC)
-        except OSError:
-            libc.umount(home)  # give the host's /home back whole rather than half of it
-            raise
+        os.write(fd, text.encode())
     finally:
-        os.close(orig)
-    return "/home/vcap"
+        os.close(fd)
+
+
+def _mount_flags(path):
+    """The flags of the mount `path` is on, as mount(2) flags (a remount must keep locked ones)."""
+    flags = os.statvfs(path).f_flag
+    return sum(ms for st, ms in _ST_TO_MS if flags & st)
+
+
+def _mkpoint(path, is_dir):
+    """Make `path` (and its parents) in the new root, as a mount point for a directory or a file."""
+    if is_dir:
+        os.makedirs(path, 0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+        if not os.path.lexists(path):
+            _write(path, "")
+
+
+class Rootfs:
+    """Builds a container's root filesystem on a tmpfs and pivots into it.
+
+    The stack's system directories, the interpreter and the host /etc files of ETC_ENTRIES are
+    read-only views of the host's; /home/vcap is the container's own directory, /tmp a private
+    tmpfs; nothing else of the host is there.
+    """
+
+    def __init__(self, libc, cfg):
+        self.libc, self.cfg = libc, cfg
+        self.new = cfg["rootfs"]  # an empty host directory, the mount point of the new root
+
+    def inside(self, path):
+        return self.new + "/" + path.lstrip("/")
+
+    def bind(self, src, dst, readonly, recursive=True):
+        is_dir = os.path.isdir(src)
+        target = self.inside(dst)
+        _mkpoint(target, is_dir)
+        self.libc.mount(src, target, None, _MS_BIND | (_MS_REC if recursive else 0))
+        if readonly:
+            flags = _mount_flags(target) | _MS_RDONLY
+            self.libc.mount(None, target, None, _MS_BIND | _MS_REMOUNT | flags)
+
+    def build(self):
+        libc, cfg = self.libc, self.cfg
+        libc.mount("tmpfs", self.new, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=755")
+        for path in cfg.get("system") or ():
+            if os.path.islink(path):
+                os.symlink(os.readlink(path), self.inside(path))
+            elif os.path.isdir(path):
+                self.bind(path, path, readonly=True)
+        os.makedirs(self.inside("/etc"), 0o755)
+        for name in ETC_ENTRIES:
+            src = "/etc/" + name
+            if not os.path.exists(src):
+                continue
+            if os.path.islink(src) and os.path.isdir(src):
+                src = os.path.realpath(src)
+            self.bind(src, "/etc/" + name, readonly=True)
+        _write(self.inside("/etc/passwd"), _passwd(cfg))
+        _write(self.inside("/etc/group"), _group(cfg))
+        hostname = cfg.get("hostname") or "localhost"
+        _write(self.inside("/etc/hostname"), hostname + "\n")
+        _write(self.inside("/etc/hosts"), "127.0.0.1 localhost %s\n::1 localhost ip6-localhost\n" % hostname)
+        # /tmp first: the views below may lie under it (an interpreter, a linked buildpack).
+        tmp = self.inside("/tmp")
+        os.makedirs(tmp, 0o755, exist_ok=True)
+        libc.mount("tmpfs", tmp, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=1777")
+        for src, dst in cfg.get("readonly") or ():
+            self.bind(src, dst, readonly=True)
+        self.bind(cfg["root"], "/home/vcap", readonly=False)
+        for host, inside, readonly in cfg.get("binds") or ():
+            self.bind(host, inside, readonly=bool(readonly))
+        self.dev()
+        proc = self.inside("/proc")
+        os.makedirs(proc, 0o755, exist_ok=True)
+        libc.mount("proc", proc, "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+        # Everything but /home/vcap, /tmp and /dev/shm is read-only, as a stack is.
+        libc.mount(None, self.new, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+        self.pivot()
+
+    def dev(self):
+        libc = self.libc
+        dev = self.inside("/dev")
+        os.makedirs(dev, 0o755, exist_ok=True)
+        libc.mount("tmpfs", dev, "tmpfs", _MS_NOSUID | _MS_NOEXEC, "mode=755")
+        for name in DEV_NODES:
+            if os.path.exists("/dev/" + name):
+                _write(dev + "/" + name, "")
+                libc.mount("/dev/" + name, dev + "/" + name, None, _MS_BIND)
+        for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+            os.symlink(target, dev + "/" + name)
+        os.mkdir(dev + "/pts", 0o755)
+        try:
+            # Terminals of its own: exec sessions (cf ssh) get theirs here.
+            libc.mount("devpts", dev + "/pts", "devpts", _MS_NOSUID | _MS_NOEXEC,
+                       "newinstance,ptmxmode=0666,mode=620")
+            os.symlink("pts/ptmx", dev + "/ptmx")
+        except OSError:
+            # A kernel that refuses a new devpts here: exec sessions get a terminal opened by
+            # the runtime outside (programs inside cannot open new ones).
+            global _own_pts
+            _own_pts = False
+        os.mkdir(dev + "/shm", 0o755)
+        libc.mount("tmpfs", dev + "/shm", "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=1777")
+
+    def pivot(self):
+        os.chdir(self.new)
+        # pivot_root(".", "."): the old root ends up on top of the new one, then goes.
+        self.libc.pivot_root(".", ".")
+        self.libc.umount(".")
+        os.chdir("/")
+
+
+def _drop_to(libc, uid, gid):
+    """Leave host root for a user namespace whose root is host `uid`:`gid` (unprivileged).
+
+    Called by the init when localcf runs as root, once the root filesystem is built. A child,
+    still host root, writes our id maps; then we become that namespace's root.
+    """
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    parent = os.getpid()
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            os.close(ready_w)
+            os.close(done_r)
+            if os.read(ready_r, 1) == b"u":
+                for name, text in (("uid_map", "0 %d 1\n" % uid), ("gid_map", "0 %d 1\n" % gid)):
+                    _write("/proc/%d/%s" % (parent, name), text)
+                code = 0
+        except BaseException:
+            code = 1
+        finally:
+            os.write(done_w, b"ok" if code == 0 else b"no")
+            os._exit(code)
+    os.close(ready_r)
+    os.close(done_w)
+    try:
+        libc.unshare(_CLONE_NEWUSER)
+    except OSError:
+        os.write(ready_w, b"x")
+        os.waitpid(child, 0)
+        raise
+    os.write(ready_w, b"u")
+    answer = os.read(done_r, 2)
+    os.waitpid(child, 0)
+    os.close(ready_w)
+    os.close(done_r)
+    if answer != b"ok":
+        raise OSError(errno.EPERM, "cannot map the container's root to host id %d" % uid)
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    # A change of credentials clears the parent-death signal: arm it again (unshare --kill-child).
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def setup(cfg):
-    """Set the container up; returns (home path inside, why /home/vcap could not be made)."""
+    """Set the container up; returns the droplet's path as the processes see it.
+
+    In namespaces mode: a root filesystem of its own, the hostname, loopback up, then (when
+    localcf runs as host root) the drop to the container's unprivileged host id.
+    """
     root = cfg.get("root")
     if not cfg.get("ns"):
-        return root, None
+        return root
     libc = _Libc()
     libc.mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-    libc.mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     if cfg.get("hostname"):
         libc.sethostname(cfg["hostname"])
-        _hosts_file(libc, cfg)
     if cfg.get("net"):
         _loopback_up()
-    home, home_error = root, None
-    if cfg.get("home") and root:
+    Rootfs(libc, cfg).build()
+    drop = cfg.get("drop")
+    if drop:
+        _drop_to(libc, int(drop[0]), int(drop[1]))
+    # Processes inside (same host id) may neither trace the init nor read its descriptors.
+    libc.prctl(_PR_SET_DUMPABLE, 0)
+    global _vcap_ns
+    _vcap_ns = _vcap_namespace(libc)
+    return "/home/vcap"
+
+
+def _vcap_namespace(libc):
+    """Make the one user namespace every process of the container runs in, where vcap (uid
+    2000) is the container's root; returns a descriptor to join it with (`_become_vcap`).
+
+    One namespace for all, as one user on a cell: `ps`, `kill` and reading /proc/PID/fd of one
+    another work between them, as they do between processes of the same user anywhere.
+    """
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        ok = b"no"
         try:
-            home = _mount_home(libc, root)
-        except OSError as exc:
-            home_error = str(exc)
-    if home == "/home/vcap":
-        for host, inside in cfg.get("binds") or ():
-            libc.mount(host, inside, None, _MS_BIND | _MS_REC)
-    return home, home_error
+            os.close(ready_r)
+            os.close(done_w)
+            # The init is not dumpable, so this fork's /proc/self would belong to host root.
+            libc.prctl(_PR_SET_DUMPABLE, 1)
+            libc.unshare(_CLONE_NEWUSER)
+            _write("/proc/self/uid_map", "%d 0 1\n" % VCAP_UID)
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/gid_map", "%d 0 1\n" % VCAP_UID)
+            ok = b"ok"
+        except BaseException:
+            pass
+        try:
+            os.write(ready_w, ok)
+            os.read(done_r, 1)  # stay until the init holds the namespace
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 2) != b"ok":
+            raise OSError(errno.EPERM, "cannot make the user namespace of vcap (uid %d)" % VCAP_UID)
+        return os.open("/proc/%d/ns/user" % child, os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(done_w)
+        os.close(ready_r)
+        os.waitpid(child, 0)
 
 
-def _child_setup(session=False, tty=False, pdeathsig=False, libc=None):
+_vcap_ns = None  # the descriptor of the container's vcap namespace, once setup() made it
+_own_pts = True  # whether the container has terminals of its own (a devpts instance)
+
+
+def _become_vcap(libc):
+    """In a forked child: join the container's vcap namespace, where it is uid 2000; after exec
+    it holds no capability at all."""
+    if _vcap_ns is None:
+        raise OSError(errno.EINVAL, "the container has no vcap namespace")
+    if libc.lib.setns(_vcap_ns, _CLONE_NEWUSER) != 0:
+        err = libc._ctypes.get_errno()
+        raise OSError(err, "setns: %s" % os.strerror(err))
+    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _child_setup(session=False, tty=False, pdeathsig=False, libc=None, vcap=False):
     import termios  # resolved here, in the parent: imports after fork can deadlock
 
     tiocsctty = termios.TIOCSCTTY
@@ -222,6 +437,8 @@ def _child_setup(session=False, tty=False, pdeathsig=False, libc=None):
             fcntl.ioctl(0, tiocsctty, 0)
         if pdeathsig and libc is not None:
             libc.lib.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if vcap:
+            _become_vcap(libc)
 
     return setup_child
 
@@ -284,17 +501,20 @@ class Init:
             except OSError:
                 pass
         relay = None
+        if self.cfg.get("relay_fd") is not None:
+            # The runtime made the listening socket, in a host directory no container sees.
+            relay = socket.socket(fileno=int(self.cfg["relay_fd"]))
+            os.set_inheritable(relay.fileno(), False)
+            relay.setblocking(False)
+            self.sel.register(relay, selectors.EVENT_READ, "relay")
         try:
-            self.home, home_error = setup(self.cfg)
-            if self.cfg.get("relay"):
-                relay = self._listen(self.cfg["relay"])
-                self.sel.register(relay, selectors.EVENT_READ, "relay")
+            self.home = setup(self.cfg)
         except OSError as exc:
             self.send({"ev": "failed", "error": str(exc)})
             return 1
         self.sel.register(self.ctrl, selectors.EVENT_READ, "ctrl")
         self.sel.register(wake_r, selectors.EVENT_READ, "wake")
-        self.send({"ev": "ready", "home": self.home, "home_error": home_error, "pid": os.getpid()})
+        self.send({"ev": "ready", "home": self.home, "pid": os.getpid(), "pts": _own_pts})
         while not self.quit:
             timeout = None
             if self.kill_at is not None:
@@ -317,17 +537,6 @@ class Init:
             self._check_stopped()
         self._kill_everything()
         return 0
-
-    def _listen(self, path):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(path)
-        s.listen(128)
-        s.setblocking(False)
-        return s
 
     def _on_signal(self, signum, frame):
         if signum != signal.SIGCHLD:
@@ -365,7 +574,7 @@ class Init:
     def _popen(self, argv, env, cwd, stdin, stdout, stderr, session=False, tty=False):
         return subprocess.Popen(
             argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, close_fds=True,
-            preexec_fn=_child_setup(session, tty, pdeathsig=not self.ns, libc=self.libc),
+            preexec_fn=_child_setup(session, tty, pdeathsig=not self.ns, libc=self.libc, vcap=self.ns),
         )
 
     def _op_spawn(self, req, fds):
@@ -401,20 +610,37 @@ class Init:
 
     def _op_exec(self, req, fds):
         tty = bool(req.get("tty"))
+        master = None
         try:
-            if tty:
-                stdin = stdout = stderr = fds[0]
+            if tty and fds:
+                stdin = stdout = stderr = fds[0]  # a terminal the runtime opened outside
+            elif tty:
+                # The terminal is the container's own (its /dev/pts), so `tty` inside names it;
+                # its master side goes back to the runtime with the reply.
+                master, slave = os.openpty()
+                fds = list(fds) + [slave]
+                stdin = stdout = stderr = slave
             else:
                 stdin, stdout, stderr = fds[0], fds[1], fds[2]
             popen = self._popen(req["argv"], req.get("env") or {}, req.get("cwd") or self.home,
                                 stdin, stdout, stderr, session=True, tty=tty)
+        except BaseException:
+            if master is not None:
+                _close(master)
+            raise
         finally:
             for fd in fds:
                 _close(fd)
         proc = _Proc(req.get("xid"), popen, "exec")
         self.by_pid[proc.pid] = proc
         self.groups.add(proc.pid)
-        self.reply(req, pid=proc.pid)
+        if master is None:
+            self.reply(req, pid=proc.pid)
+            return
+        try:
+            self.send({"re": req.get("id"), "pid": proc.pid}, fds=[master])
+        finally:
+            _close(master)
 
     def _op_signal(self, req, fds):
         proc = self.by_name.get(req["name"])
@@ -426,7 +652,10 @@ class Init:
     def _op_xsignal(self, req, fds):
         for proc in self.by_pid.values():
             if proc.kind == "exec" and proc.name == req["xid"]:
-                os.kill(proc.pid, int(req["sig"]))
+                if req.get("group"):
+                    _kill(-proc.pid, int(req["sig"]))  # an exec leads its own session and group
+                else:
+                    os.kill(proc.pid, int(req["sig"]))
                 break
         self.reply(req, ok=True)
 
@@ -567,23 +796,43 @@ def _relay(client, port):
         return
     upstream.settimeout(None)
     upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    other = threading.Thread(target=_pump, args=(client, upstream), daemon=True)
-    other.start()
-    _pump(upstream, client)
-    other.join()
-    upstream.close()
-    client.close()
-
-
-def _pump(src, dst):
-    buf = bytearray(65536)
-    view = memoryview(buf)
     try:
-        while True:
-            n = src.recv_into(buf)
-            if not n:
-                break
-            dst.sendall(view[:n])
+        splice(client, upstream)
+    finally:
+        upstream.close()
+        client.close()
+
+
+def splice(a, b, read_a=None, linger=None):
+    """Copy bytes both ways between connected sockets `a` and `b` until both directions end
+    (each end passes on as a half-close); the caller closes them. `read_a(n)` reads from `a`
+    instead of `a.recv`, for a buffered reader that already holds a's first bytes. Waits at
+    most `linger` seconds for the a-to-b direction once b-to-a ended (None: until it ends).
+
+    The one splicer of localcf: the routed port's relay here, `cf ssh -L` in localcf.ssh.
+    """
+    other = threading.Thread(target=_pump, args=(a, b, read_a), daemon=True)
+    other.start()
+    _pump(b, a)
+    other.join(linger)
+
+
+def _pump(src, dst, read=None):
+    try:
+        if read is not None:
+            while True:
+                data = read(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        else:
+            buf = bytearray(65536)
+            view = memoryview(buf)
+            while True:
+                n = src.recv_into(buf)
+                if not n:
+                    break
+                dst.sendall(view[:n])
     except OSError:
         pass
     for s, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
@@ -632,8 +881,9 @@ def run_task(cfg):
         return 1
     try:
         popen = subprocess.Popen(
-            cfg["argv"], stdin=subprocess.DEVNULL, cwd=cfg.get("cwd") or None, close_fds=True,
-            preexec_fn=_child_setup(pdeathsig=not cfg.get("ns"), libc=libc),
+            cfg["argv"], stdin=subprocess.DEVNULL, close_fds=True,
+            cwd=cfg.get("cwd") or ("/home/vcap" if cfg.get("ns") else None),
+            preexec_fn=_child_setup(pdeathsig=not cfg.get("ns"), libc=libc, vcap=bool(cfg.get("ns"))),
         )
     except OSError as exc:
         sys.stderr.write("localcf: cannot run %s: %s\n" % (cfg["argv"][0], exc))
@@ -661,13 +911,21 @@ def run_task(cfg):
 
 
 def probe(cfg):
-    """Try the whole setup and print what worked; exit status 0 when namespaces work."""
+    """Try the whole setup and a process as vcap; print what happened, exit 0 when all worked."""
     try:
-        home, home_error = setup(cfg)
-    except OSError as exc:
+        setup(cfg)
+        popen = subprocess.Popen(["/bin/sh", "-c", "id -u"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, close_fds=True,
+                                 preexec_fn=_child_setup(libc=_Libc(), vcap=True))
+        out, err = popen.communicate(timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
         print(json.dumps({"ok": False, "error": str(exc)}))
         return 1
-    print(json.dumps({"ok": True, "home": home == "/home/vcap", "home_error": home_error}))
+    if out.strip() != str(VCAP_UID).encode():
+        why = err.decode(errors="replace").strip() or "a process did not run as vcap (uid %d)" % VCAP_UID
+        print(json.dumps({"ok": False, "error": why}))
+        return 1
+    print(json.dumps({"ok": True}))
     return 0
 
 

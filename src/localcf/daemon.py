@@ -295,8 +295,8 @@ def wire(state: StateDir, info: Callable[[], dict[str, Any]]) -> Parts:
 
     port, timeout = api_port(), read_timeout()  # settings first: a bad one stops us before anything runs
     runtime = Runtime(state.containers)
-    # TODO(merge): call `runtime.reclaim()` here, once Runtime has it: it removes container folders
-    # a killed daemon left behind, before the cell starts any container.
+    # container and staging-task folders a killed daemon left behind go before any container starts
+    runtime.reclaim()
     core = assemble(state, runtime=runtime)
     store, logs, controller, cell, stager = core.store, core.logs, core.controller, core.cell, core.stager
     try:

@@ -17,6 +17,8 @@ import sys
 import threading
 from typing import IO, Any, BinaryIO
 
+from localcf.container_init import splice
+
 STDIN, STDIN_EOF, STDOUT, STDERR, EXIT, WINDOW = b"i", b"e", b"o", b"r", b"x", b"w"
 UPGRADE = "localcf-ssh"
 
@@ -72,28 +74,37 @@ def serve_exec(rfile: BinaryIO, sock: socket.socket, proc: Any) -> int:
     for t in pumps:
         t.start()
 
+    def to_process(kind: bytes, data: bytes) -> None:
+        if kind == STDIN:
+            if proc.pty is not None:
+                os.write(proc.pty, data)
+            else:
+                proc.stdin.write(data)
+        elif kind == STDIN_EOF:
+            if proc.pty is None:
+                proc.stdin.close()
+            else:
+                os.write(proc.pty, b"\x04")
+        elif kind == WINDOW and proc.pty is not None and hasattr(proc, "resize"):
+            rows, cols = struct.unpack(">HH", data)
+            proc.resize(rows, cols)
+
     def pump_in() -> None:
-        try:
-            while True:
+        while True:
+            try:
                 frame = read_frame(rfile)
-                if frame is None:
-                    break
-                kind, data = frame
-                if kind == STDIN:
-                    if proc.pty is not None:
-                        os.write(proc.pty, data)
-                    else:
-                        proc.stdin.write(data)
-                elif kind == STDIN_EOF:
-                    if proc.pty is None:
-                        proc.stdin.close()
-                    else:
-                        os.write(proc.pty, b"\x04")
-                elif kind == WINDOW and proc.pty is not None and hasattr(proc, "resize"):
-                    rows, cols = struct.unpack(">HH", data)
-                    proc.resize(rows, cols)
-        except (OSError, ValueError):
-            pass
+            except (OSError, ValueError):
+                frame = None
+            if frame is None:
+                break
+            try:
+                to_process(*frame)
+            except (OSError, ValueError):
+                pass  # the process closed its stdin or terminal: the session goes on
+        # The client is gone (a clean end comes only after our EXIT frame): hang up, as a cell
+        # does when an ssh connection drops.
+        if proc.poll() is None and hasattr(proc, "hang_up"):
+            proc.hang_up()
 
     threading.Thread(target=pump_in, daemon=True).start()
     status = proc.wait()
@@ -108,30 +119,13 @@ def serve_exec(rfile: BinaryIO, sock: socket.socket, proc: Any) -> int:
 
 def serve_forward(rfile: BinaryIO, sock: socket.socket, inner: socket.socket) -> None:
     """Pipe raw bytes between the upgraded connection and a socket inside the container."""
-    _splice(sock, inner, first_reader=rfile)
+    # rfile may already hold the first bytes the client sent after the upgrade's head.
+    splice(sock, inner, read_a=rfile.read1, linger=30)  # type: ignore[attr-defined]
 
 
 def _splice(a: socket.socket, b: socket.socket, first_reader: Any = None) -> None:
-    def copy(src_read: Any, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src_read(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
-    reader = first_reader.read1 if first_reader is not None else a.recv
-    t = threading.Thread(target=copy, args=(reader, b), daemon=True)
-    t.start()
-    copy(b.recv, a)
-    t.join(30)
+    """Both ways between `a` (read through `first_reader` if given) and `b`: the client's `-L`."""
+    splice(a, b, read_a=first_reader.read1 if first_reader is not None else None, linger=30)
 
 
 # ------------------------------------------------------------------------------- client side
@@ -162,7 +156,7 @@ def open_upgraded(port: int, token: str, path: str, body: dict[str, Any]) -> tup
             detail = payload.decode(errors="replace") or status.strip()
         raise ConnectionError(detail)
     sock.settimeout(None)
-    return sock, reader
+    return sock, reader  # type: ignore[return-value]  # makefile("rb") is a BufferedReader
 
 
 def run_client(sock: socket.socket, reader: BinaryIO, tty: bool, stdin: IO[bytes] | None = None,
@@ -174,6 +168,7 @@ def run_client(sock: socket.socket, reader: BinaryIO, tty: bool, stdin: IO[bytes
     in_fd = (stdin or sys.stdin.buffer).fileno() if (stdin or sys.stdin) is not None else None
 
     def pump_in() -> None:
+        assert in_fd is not None
         try:
             while True:
                 r, _, _ = select.select([in_fd], [], [], 0.5)

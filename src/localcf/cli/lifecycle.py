@@ -62,6 +62,8 @@ def status() -> None:
     click.echo(f"localcf is running: pid {ep['pid']}, API {info['api_url']}, state dir {state.root}")
     if info.get("router_port"):
         click.echo(f"router: http://<app>.apps.localhost:{info['router_port']}  runtime: {info.get('runtime')}")
+    if info.get("runtime_notice"):
+        click.echo(f"Notice: {info['runtime_notice']}")
 
 
 def print_app_summary(c: Client, app: dict[str, Any]) -> None:
