@@ -126,3 +126,14 @@ def test_token_is_private_and_stable(cold: LocalCF) -> None:
     cold("start")
     assert token.read_text() == first and len(first.strip()) >= 32
     assert not [p for p in os.listdir(cold.home) if p.startswith(".token-")]
+
+
+def test_staging_folders_a_dead_daemon_left_are_reclaimed_at_start(cold: LocalCF) -> None:
+    cold("start")
+    cold("stop")
+    leftover = cold.home / "staging" / "build-of-a-killed-daemon"
+    (leftover / "contents").mkdir(parents=True)
+    (leftover / "contents" / "droplet.tgz").write_bytes(b"x" * 4096)
+    cold("start")
+    assert cold.home.joinpath("staging").is_dir()
+    assert not leftover.exists()

@@ -135,11 +135,18 @@ class Stager:
             t.join(timeout)
 
     def resume_interrupted(self) -> None:
-        """Builds left STAGING by a dead daemon are failed, as Cloud Controller does on a lost task."""
+        """Builds left STAGING by a dead daemon are failed, as Cloud Controller does on a lost task,
+        and their work folders (nothing stages before this runs) are reclaimed."""
         for b in self.c.store.find(Build):
             if b.state == "STAGING":
                 self.c.store.update(Build, b.guid, state="FAILED",
                                     error="StagingError - Staging error: staging was interrupted")
+        if self.state.staging.is_dir():
+            for left in self.state.staging.iterdir():
+                if left.is_dir() and not left.is_symlink():
+                    shutil.rmtree(left, ignore_errors=True)
+                else:
+                    left.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------------------------------
 
