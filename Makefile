@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: tutorial test lab clean
+.PHONY: tutorial test lint lab clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,13 @@ $(STAMP): pyproject.toml
 tutorial: $(STAMP)
 	$(VENV)/bin/sidecarlab run
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -n 2
+
+# ruff (lint) and mypy (types) on src/, as configured in pyproject.toml
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src
+	$(VENV)/bin/mypy
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import manifest as manifest_mod
 from .appbits import zip_app_dir
 from .client import Client, ClientError
 from .constants import DEFAULT_DOMAIN, DEFAULT_HEALTH_TIMEOUT, SPACE_GUID
+from .jsondoc import JsonObject
 from .polling import poll_until
 
 OnLine = Callable[[str], None]
@@ -36,7 +36,7 @@ class ActionFailed(Exception):
 
 # ------------------------------------------------------------------------------------ staging
 
-def stage_package(c: Client, app: dict[str, Any], package_guid: str, on_line: OnLine) -> dict[str, Any]:
+def stage_package(c: Client, app: JsonObject, package_guid: str, on_line: OnLine) -> JsonObject:
     """Create a build of the package and follow its staging log (each line to `on_line`) until it
     ends; returns the staged build. ActionFailed when staging failed."""
     build = c.post("/v3/builds", {"package": {"guid": package_guid}})
@@ -49,16 +49,16 @@ def stage_package(c: Client, app: dict[str, Any], package_guid: str, on_line: On
     return build
 
 
-def _ended(c: Client, build_guid: str) -> dict[str, Any] | None:
-    build: dict[str, Any] = c.get(f"/v3/builds/{build_guid}")
+def _ended(c: Client, build_guid: str) -> JsonObject | None:
+    build: JsonObject = c.get(f"/v3/builds/{build_guid}")
     return None if build["state"] == "STAGING" else build
 
 
-def set_current_droplet(c: Client, app: dict[str, Any], droplet_guid: str) -> None:
+def set_current_droplet(c: Client, app: JsonObject, droplet_guid: str) -> None:
     c.patch(f"/v3/apps/{app['guid']}/relationships/current_droplet", {"data": {"guid": droplet_guid}})
 
 
-def newest_package(c: Client, app: dict[str, Any]) -> str:
+def newest_package(c: Client, app: JsonObject) -> str:
     """The guid of the app's newest uploaded (READY) package."""
     ready = [p for p in c.get(f"/v3/apps/{app['guid']}/packages")["resources"] if p["state"] == "READY"]
     if not ready:
@@ -67,7 +67,7 @@ def newest_package(c: Client, app: dict[str, Any]) -> str:
     return guid
 
 
-def stage_and_set_droplet(c: Client, app: dict[str, Any], package_guid: str, on_line: OnLine) -> str:
+def stage_and_set_droplet(c: Client, app: JsonObject, package_guid: str, on_line: OnLine) -> str:
     """Stage the package and make its droplet the app's current one; returns the droplet's guid."""
     build = stage_package(c, app, package_guid, on_line)
     droplet_guid: str = build["droplet"]["guid"]
@@ -77,19 +77,19 @@ def stage_and_set_droplet(c: Client, app: dict[str, Any], package_guid: str, on_
 
 # ---------------------------------------------------------------------------------- instances
 
-def start(c: Client, app: dict[str, Any]) -> None:
+def start(c: Client, app: JsonObject) -> None:
     c.post(f"/v3/apps/{app['guid']}/actions/start")
 
 
-def stop(c: Client, app: dict[str, Any]) -> None:
+def stop(c: Client, app: JsonObject) -> None:
     c.post(f"/v3/apps/{app['guid']}/actions/stop")
 
 
-def restart(c: Client, app: dict[str, Any]) -> None:
+def restart(c: Client, app: JsonObject) -> None:
     c.post(f"/v3/apps/{app['guid']}/actions/restart")
 
 
-def wait_for_instances(c: Client, app: dict[str, Any], timeout: float = 60) -> list[dict[str, Any]]:
+def wait_for_instances(c: Client, app: JsonObject, timeout: float = 60) -> list[JsonObject]:
     """Wait until an instance of web is RUNNING (returns the stats then; [] when web has no
     instances). ActionFailed as `cf push` says it when every instance crashed or time ran out
     (the longer of `timeout` and the process's health check timeout)."""
@@ -98,8 +98,8 @@ def wait_for_instances(c: Client, app: dict[str, Any], timeout: float = 60) -> l
         return []
     health_timeout = web["health_check"]["data"].get("timeout") or DEFAULT_HEALTH_TIMEOUT
 
-    def running() -> list[dict[str, Any]] | None:
-        stats: list[dict[str, Any]] = c.get(f"/v3/processes/{web['guid']}/stats")["resources"]
+    def running() -> list[JsonObject] | None:
+        stats: list[JsonObject] = c.get(f"/v3/processes/{web['guid']}/stats")["resources"]
         states = [s["state"] for s in stats]
         if any(s == "RUNNING" for s in states):
             return stats
@@ -113,18 +113,18 @@ def wait_for_instances(c: Client, app: dict[str, Any], timeout: float = 60) -> l
         f"Use 'cf logs {app['name']} --recent' for more information"))
 
 
-def restart_and_wait(c: Client, app: dict[str, Any]) -> list[dict[str, Any]]:
+def restart_and_wait(c: Client, app: JsonObject) -> list[JsonObject]:
     restart(c, app)
     return wait_for_instances(c, app)
 
 
-def process(c: Client, app: dict[str, Any], process_type: str) -> dict[str, Any]:
+def process(c: Client, app: JsonObject, process_type: str) -> JsonObject:
     """The app's process of that type (a CAPI 404 when it has none)."""
-    proc: dict[str, Any] = c.get(f"/v3/apps/{app['guid']}/processes/{process_type}")
+    proc: JsonObject = c.get(f"/v3/apps/{app['guid']}/processes/{process_type}")
     return proc
 
 
-def scale(c: Client, proc: dict[str, Any], changes: dict[str, Any]) -> None:
+def scale(c: Client, proc: JsonObject, changes: JsonObject) -> None:
     """Scale a process: `instances`, `memory_in_mb`, `disk_in_mb`."""
     c.post(f"/v3/processes/{proc['guid']}/actions/scale", changes)
 
@@ -187,7 +187,7 @@ def check_default_route(c: Client, m: manifest_mod.Manifest | None, app_index: i
 
 
 def apply_manifest(c: Client, m: manifest_mod.Manifest, indexes: list[int],
-                   overrides: dict[str, Any] | None = None) -> list[manifest_mod.AppManifest]:
+                   overrides: JsonObject | None = None) -> list[manifest_mod.AppManifest]:
     """Apply the apps of `m` at `indexes` (with `cf push` flags in `overrides`): buildpack paths
     resolved, names checked, then one `apply_manifest` request; returns the apps as applied."""
     apps = []
@@ -222,9 +222,9 @@ def package_bits(app_dir: Path) -> bytes:
         return zpath.read_bytes()
 
 
-def upload_package(c: Client, app: dict[str, Any], bits: bytes) -> dict[str, Any]:
+def upload_package(c: Client, app: JsonObject, bits: bytes) -> JsonObject:
     """A new bits package of the app, with `bits` uploaded; returns the package."""
-    pkg: dict[str, Any] = c.post("/v3/packages", {"type": "bits",
+    pkg: JsonObject = c.post("/v3/packages", {"type": "bits",
                                                   "relationships": {"app": {"data": {"guid": app["guid"]}}}})
     c.request("POST", f"/v3/packages/{pkg['guid']}/upload", data=bits, headers={"Content-Type": "application/zip"})
     return pkg
@@ -232,7 +232,7 @@ def upload_package(c: Client, app: dict[str, Any], bits: bytes) -> dict[str, Any
 
 # ---------------------------------------------------------------------------------- droplets
 
-def current_droplet_guid(app: dict[str, Any]) -> str | None:
+def current_droplet_guid(app: JsonObject) -> str | None:
     cur = app["relationships"]["current_droplet"]["data"]
     return cur["guid"] if cur else None
 
@@ -251,9 +251,9 @@ def droplet_file_name(droplet_guid: str) -> str:
 
 @dataclass
 class ProcessView:
-    process: dict[str, Any]
+    process: JsonObject
     sidecars: list[str]
-    stats: list[dict[str, Any]]
+    stats: list[JsonObject]
 
     @property
     def running(self) -> int:
@@ -264,14 +264,14 @@ class ProcessView:
 class AppSummary:
     """What `cf app` shows: the app, its routes, its current droplet, and each process."""
 
-    app: dict[str, Any]
+    app: JsonObject
     routes: list[str]
-    droplet: dict[str, Any] | None
+    droplet: JsonObject | None
     processes: list[ProcessView] = field(default_factory=list)
     now: float = field(default_factory=time.time)
 
 
-def app_summary(c: Client, app: dict[str, Any]) -> AppSummary:
+def app_summary(c: Client, app: JsonObject) -> AppSummary:
     g = app["guid"]
     routes = [r["url"] for r in c.get(f"/v3/apps/{g}/routes")["resources"]]
     droplet = None
@@ -288,7 +288,7 @@ def app_summary(c: Client, app: dict[str, Any]) -> AppSummary:
     return AppSummary(app, routes, droplet, views)
 
 
-def app_list(c: Client) -> list[tuple[dict[str, Any], list[str], list[str]]]:
+def app_list(c: Client) -> list[tuple[JsonObject, list[str], list[str]]]:
     """Each app with its processes (`web:1/1`) and routes, for `cf apps`."""
     out = []
     for a in c.get("/v3/apps")["resources"]:

@@ -14,6 +14,7 @@ from . import presenters as P
 from . import validation as V
 from .controller import SPACE_GUID, ApiError, Controller, not_found, unprocessable
 from .httpapi import ROUTES, UPLOAD_MAX, ApiHandler, ApiServer, Raw, Request, Stream, Upgrade, route  # noqa: F401
+from .jsondoc import JsonObject
 
 if TYPE_CHECKING:
     from .cell import Instance
@@ -430,7 +431,7 @@ def stream_logs(req: Request, guid: str) -> Any:
     return Stream(chunks())
 
 
-def _ssh_instance(req: Request, guid: str) -> tuple[Controller, App, Instance, Container, dict[str, Any]]:
+def _ssh_instance(req: Request, guid: str) -> tuple[Controller, App, Instance, Container, JsonObject]:
     # the last item is the request's JSON body (a JSON boundary: the ssh options as sent)
     c = _c(req)
     app = c.app_by_guid(guid)

@@ -17,6 +17,7 @@ from typing import Any
 from . import presenters as P
 from .api import GUID, Request, route
 from .controller import ApiError, Controller, not_found, unprocessable
+from .jsondoc import JsonObject
 from .security_groups import (
     LIFECYCLES,
     SecurityGroup,
@@ -38,7 +39,7 @@ def _groups(req: Request) -> SecurityGroups:
     return for_store(_controller(req).store)
 
 
-def present(base_url: str, g: SecurityGroup) -> dict[str, Any]:
+def present(base_url: str, g: SecurityGroup) -> JsonObject:
     return {
         "guid": g.guid, "created_at": g.created_at, "updated_at": g.updated_at, "name": g.name,
         "rules": g.rules,
@@ -54,7 +55,7 @@ def _api_error(e: SecurityGroupError) -> ApiError:
     return unprocessable(e.detail)
 
 
-def _body(req: Request, allowed: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, bool]]:
+def _body(req: Request, allowed: tuple[str, ...]) -> tuple[JsonObject, dict[str, bool]]:
     """The request body, checked as Cloud Controller checks it; and its `globally_enabled` part."""
     body = req.json()
     unknown = [k for k in body if k not in allowed]

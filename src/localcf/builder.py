@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -41,6 +42,8 @@ from typing import Any
 
 import yaml
 
+# The builder is a program of its own (a staging task sees this file alone): its JSON and YAML
+# documents (config.yml, launch.yml, staging_info.yml) are spelled `dict[str, Any]` here.
 STACK = "cflinuxfs4"
 
 # Cloud Foundry's texts: an interface, reproduced character for character.
@@ -668,7 +671,8 @@ def parse_args(argv: list[str] | None = None) -> BuilderConfig:
 def main(argv: list[str] | None = None) -> int:
     """The `builder` program: stage, print the failure message if any, return the exit code."""
     for stream in (sys.stdout, sys.stderr):
-        stream.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True)
     config = parse_args(argv)
     builder = Builder(config)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import requests
 
 from . import daemon
+from .jsondoc import JsonObject
 from .paths import StateDir
 
 
@@ -26,10 +28,10 @@ class Client:
         self.state = state or StateDir()
         self.autostart = autostart
         self._session = requests.Session()
-        self._endpoint: dict[str, Any] | None = None
+        self._endpoint: JsonObject | None = None
 
     @property
-    def endpoint(self) -> dict[str, Any]:
+    def endpoint(self) -> JsonObject:
         if self._endpoint is None:
             if self.autostart:
                 self._endpoint = daemon.start(self.state)
@@ -50,7 +52,7 @@ class Client:
         return self.endpoint.get("router_port")
 
     def request(self, method: str, path: str, *, json_body: Any = None, data: bytes | str | None = None,
-                params: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
+                params: JsonObject | None = None, headers: dict[str, str] | None = None,
                 raw: bool = False, timeout: float = 60) -> Any:
         url = self.base_url + path
         try:
@@ -85,24 +87,24 @@ class Client:
 
     # ------------------------------------------------------------------------------ lookups
 
-    def app(self, name: str) -> dict[str, Any] | None:
+    def app(self, name: str) -> JsonObject | None:
         found = self.get("/v3/apps", params={"names": name})["resources"]
         return found[0] if found else None
 
-    def require_app(self, name: str) -> dict[str, Any]:
+    def require_app(self, name: str) -> JsonObject:
         app = self.app(name)
         if not app:
             raise ClientError(404, "CF-ResourceNotFound", f"App '{name}' not found.")
         return app
 
-    def buildpack(self, name: str) -> dict[str, Any] | None:
+    def buildpack(self, name: str) -> JsonObject | None:
         found = self.get("/v3/buildpacks", params={"names": name})["resources"]
         return found[0] if found else None
 
-    def recent_logs(self, app_guid: str) -> list[dict[str, Any]]:
+    def recent_logs(self, app_guid: str) -> list[JsonObject]:
         return self.get(f"/localcf/v1/apps/{app_guid}/logs")["envelopes"]
 
-    def stream_lines(self, path: str, timeout: float = 30) -> Iterator[dict[str, Any]]:
+    def stream_lines(self, path: str, timeout: float = 30) -> Iterator[JsonObject]:
         """The JSON lines of a streamed answer (heartbeat blank lines skipped)."""
         r = self._session.get(f"{self.base_url}{path}", stream=True, timeout=timeout)
         if r.status_code >= 400:
@@ -114,7 +116,7 @@ class Client:
         finally:
             r.close()
 
-    def stream_logs(self, app_guid: str, timeout: float | None = None) -> Iterator[dict[str, Any] | None]:
+    def stream_logs(self, app_guid: str, timeout: float | None = None) -> Iterator[JsonObject | None]:
         """Live envelopes of an app; yields None on heartbeats (about once a second)."""
         r = self._session.get(f"{self.base_url}/localcf/v1/apps/{app_guid}/logs/stream", stream=True,
                               timeout=timeout or 30)

@@ -20,10 +20,11 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import requests
 
+from .jsondoc import JsonObject
 from .paths import StateDir
 
 if TYPE_CHECKING:  # the daemon's parts are imported when wired: the client need not load them
@@ -56,7 +57,7 @@ class StateDirTaken(DaemonError):
     """Another daemon holds the state dir (its flock on `daemon.lock`)."""
 
 
-def read_endpoint(state: StateDir) -> dict[str, Any] | None:
+def read_endpoint(state: StateDir) -> JsonObject | None:
     try:
         return json.loads(state.endpoint_file.read_text())
     except (OSError, ValueError):
@@ -78,7 +79,7 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def is_running(state: StateDir) -> dict[str, Any] | None:
+def is_running(state: StateDir) -> JsonObject | None:
     """The endpoint record of a live, answering daemon, else None."""
     ep = read_endpoint(state)
     if not ep or not pid_alive(ep.get("pid", -1)):
@@ -127,7 +128,7 @@ def _log_size(log: Path) -> int:
         return 0
 
 
-def _wait_running(state: StateDir, deadline: float, pid: int | None = None) -> dict[str, Any] | None:
+def _wait_running(state: StateDir, deadline: float, pid: int | None = None) -> JsonObject | None:
     """The endpoint of the daemon (of `pid`, if given) once it answers, or None at the deadline."""
     while time.monotonic() < deadline:
         ep = read_endpoint(state)
@@ -150,7 +151,7 @@ def _prepare(state: StateDir) -> StateDir:
     return state
 
 
-def start(state: StateDir | None = None, timeout: float = START_TIMEOUT) -> dict[str, Any]:
+def start(state: StateDir | None = None, timeout: float = START_TIMEOUT) -> JsonObject:
     """Start the daemon unless it runs; returns its endpoint record.
 
     Starters take turns (an flock on `start.lock` in the state dir): the first one spawns the
@@ -188,7 +189,7 @@ def start(state: StateDir | None = None, timeout: float = START_TIMEOUT) -> dict
         os.close(lock_fd)
 
 
-def _spawn(state: StateDir, deadline: float, timeout: float) -> dict[str, Any]:
+def _spawn(state: StateDir, deadline: float, timeout: float) -> JsonObject:
     offset = _log_size(state.daemon_log)
     env = dict(os.environ, LOCALCF_HOME=str(state.root), PYTHONUNBUFFERED="1")
     src = str(Path(__file__).resolve().parent.parent)
@@ -284,7 +285,7 @@ def read_timeout() -> float:
     return seconds
 
 
-def wire(state: StateDir, info: Callable[[], dict[str, Any]]) -> Parts:
+def wire(state: StateDir, info: Callable[[], JsonObject]) -> Parts:
     """Build every part of the daemon in one place, each given what it depends on.
 
     Nothing runs yet: `Daemon.run` starts the parts once all of them exist."""
@@ -328,7 +329,7 @@ class Daemon:
         self.router, self.api = parts.router, parts.api
         self.stopping = threading.Event()
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> JsonObject:
         return {
             "name": "localcf", "pid": os.getpid(), "state_dir": str(self.state.root),
             "api_url": self.controller.base_url,

@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .controller import ApiError, Controller
+from .jsondoc import JsonObject
 
 Handler = Callable[..., Any]
 
@@ -79,7 +80,7 @@ class Request:
         self.method, self.path, self.query, self.body, self.headers = method, path, query, body, headers
         self.handler = handler
 
-    def json(self) -> dict[str, Any]:
+    def json(self) -> JsonObject:
         if not self.body:
             return {}
         try:
@@ -442,7 +443,7 @@ class ApiServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, controller: Controller, token: str, port: int = 0,
-                 info: Callable[[], dict[str, Any]] | None = None,
+                 info: Callable[[], JsonObject] | None = None,
                  routes: list[RouteSpec] | None = None, read_timeout: float = READ_TIMEOUT):
         if routes is None:
             from . import api  # noqa: F401  (importing it registers its handlers in ROUTES)

@@ -10,10 +10,10 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
 
+from .jsondoc import JsonObject
 from .records import Envelope
 from .store import Store
 
@@ -24,7 +24,7 @@ def envelope(app_guid: str, source_type: str, instance: str | int, stream: str, 
                     source_type=source_type, instance=str(instance), stream=stream, message=message)
 
 
-def format_line(env: dict[str, Any] | Envelope) -> str:  # JSON boundary: the CLI passes the API's JSON
+def format_line(env: JsonObject | Envelope) -> str:  # JSON boundary: the CLI passes the API's JSON
     """One envelope in the cf CLI v7/v8 format:
     `   2019-05-18T02:53:35.00+0000 [APP/PROC/WEB/0] OUT message`.
 
@@ -52,7 +52,7 @@ class LogStream:
         """Record one log line (a message with newlines is split, as loggregator does)."""
         self.emit_many([(app_guid, source_type, instance, stream, message)])
 
-    def emit_many(self, items: list[tuple[str, str, str | int, str, str]]) -> None:
+    def emit_many(self, items: Sequence[tuple[str, str, str | int, str, str]]) -> None:
         """Record several log lines in one transaction (the router's access lines come in batches)."""
         envs: list[Envelope] = []
         for app_guid, source_type, instance, stream, message in items:

@@ -7,8 +7,10 @@ modules print what these return, so every table and block of the CLI is aligned 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from .jsondoc import JsonObject
 
 if TYPE_CHECKING:
     from .actions import AppSummary
@@ -68,7 +70,7 @@ def kibibytes(n: int) -> str:
 
 def parse_api_time(ts: str) -> datetime:
     """A CAPI timestamp (`2026-01-31T12:00:00Z`) as an aware UTC datetime."""
-    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def local_date(ts: str | None) -> str:
@@ -85,7 +87,7 @@ def event_time(ts: str) -> str:
 
 def since(uptime_seconds: float, now: float) -> str:
     """The `since` column of `cf app`: when an instance with that uptime started, in UTC."""
-    return datetime.fromtimestamp(now - uptime_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(now - uptime_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def app_summary(summary: AppSummary) -> str:
@@ -128,7 +130,7 @@ def app_summary(summary: AppSummary) -> str:
     return "\n".join(lines)
 
 
-def log_line(envelope: dict[str, Any]) -> str:
+def log_line(envelope: JsonObject) -> str:
     """A log envelope as the cf CLI v7/v8 prints it (one line per line of the message)::
 
         2019-05-18T02:53:35.00+0000 [APP/PROC/WEB/0] OUT message

@@ -2,7 +2,7 @@
 
 Each function takes a typed record (`localcf.records`) and returns the JSON object Cloud Controller
 serves for it, fields named as Cloud Controller names them. Every return value here is a JSON
-boundary, so it is a `JsonObject` (`dict[str, Any]`): json.dumps writes it as it is.
+boundary, so it is a `JsonObject` (`JsonObject`): json.dumps writes it as it is.
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
+
+from .jsondoc import JsonObject
 
 STACK = "cflinuxfs4"
 # localcf has exactly one org and one space; their guids are fixed so that VCAP_APPLICATION, the
@@ -26,7 +28,7 @@ SPACE_GUID = "5bace5ba-0000-4000-8000-00000000c0de"
 
 # The JSON kept in a table's `data` column, and what a record is read back from.
 # JSON boundary: SQLite stores the record's fields as one JSON object.
-JsonObject = dict[str, Any]
+
 
 
 def _known(cls: type, data: JsonObject) -> JsonObject:
@@ -278,7 +280,7 @@ class AuditEvent(Record):
     target: Actor
     # JSON boundary: an event's metadata is free-form JSON, its shape chosen per event type
     # (as in Cloud Controller's `metadata` column), and served as is.
-    data: dict[str, Any] = field(default_factory=dict)
+    data: JsonObject = field(default_factory=dict)
 
     @property
     def index_name(self) -> str | None:

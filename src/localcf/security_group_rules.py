@@ -13,11 +13,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .jsondoc import JsonObject
+
 STAGING, RUNNING = "staging", "running"
 LIFECYCLES = (STAGING, RUNNING)
 
 # a usual cf-deployment's defaults, bound for staging and running on a fresh foundation
-DEFAULT_GROUPS: tuple[tuple[str, list[dict[str, Any]]], ...] = (
+DEFAULT_GROUPS: tuple[tuple[str, list[JsonObject]], ...] = (
     ("public_networks", [
         {"protocol": "all", "destination": "0.0.0.0-9.255.255.255"},
         {"protocol": "all", "destination": "11.0.0.0-169.253.255.255"},
@@ -61,7 +63,7 @@ class SecurityGroupNameTaken(SecurityGroupError):
 class SecurityGroup:
     guid: str
     name: str
-    rules: list[dict[str, Any]]
+    rules: list[JsonObject]
     running: bool
     staging: bool
     created_at: str
@@ -162,7 +164,7 @@ def validate_name(name: Any) -> str | None:
     return None
 
 
-def opens_egress(rule: dict[str, Any]) -> bool:
+def opens_egress(rule: JsonObject) -> bool:
     """Whether a rule opens traffic beyond name resolution (localcf's unit of staging egress)."""
     protocol = rule.get("protocol")
     if protocol == "all":
@@ -172,6 +174,6 @@ def opens_egress(rule: dict[str, Any]) -> bool:
     return False  # icmp alone cannot carry a download
 
 
-def display_rule(rule: dict[str, Any]) -> dict[str, Any]:
+def display_rule(rule: JsonObject) -> JsonObject:
     """A rule with its fields in the cf CLI's order, absent ones left out (as `cf security-group` shows it)."""
     return {k: rule[k] for k in RULE_KEYS if rule.get(k) is not None}

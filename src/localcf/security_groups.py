@@ -37,27 +37,27 @@ from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
-
-from .store import Store, now_iso
+from .jsondoc import JsonObject
 from .security_group_rules import (  # noqa: F401  (re-exported: this module is where rooms look for them)
-    STAGING,
-    RUNNING,
-    LIFECYCLES,
     DEFAULT_GROUPS,
-    RULE_KEYS,
+    LIFECYCLES,
     NAME_MAX,
     PROCESS_MODE_NOTICE,
-    SecurityGroupError,
-    SecurityGroupNotFound,
-    SecurityGroupNameTaken,
+    RULE_KEYS,
+    RUNNING,
+    STAGING,
     SecurityGroup,
-    validate_rules,
+    SecurityGroupError,
+    SecurityGroupNameTaken,
+    SecurityGroupNotFound,
     destination_problem,
+    display_rule,
+    opens_egress,
     parse_ports,
     validate_name,
-    opens_egress,
-    display_rule,
+    validate_rules,
 )
+from .store import Store, now_iso
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS security_groups (
@@ -94,7 +94,7 @@ class SecurityGroups:
                              running=bool(row["running_default"]), staging=bool(row["staging_default"]),
                              created_at=row["created_at"], updated_at=row["updated_at"])
 
-    def _insert(self, name: str, rules: list[dict[str, Any]], running: bool, staging: bool) -> SecurityGroup:
+    def _insert(self, name: str, rules: list[JsonObject], running: bool, staging: bool) -> SecurityGroup:
         guid, ts = str(uuid.uuid4()), now_iso()
         self.store.execute(
             "INSERT INTO security_groups (guid, name, rules, running_default, staging_default,"

@@ -19,6 +19,8 @@ from typing import IO, Any, BinaryIO
 
 from localcf.container_init import splice
 
+from .jsondoc import JsonObject
+
 STDIN, STDIN_EOF, STDOUT, STDERR, EXIT, WINDOW = b"i", b"e", b"o", b"r", b"x", b"w"
 UPGRADE = "localcf-ssh"
 
@@ -130,7 +132,7 @@ def _splice(a: socket.socket, b: socket.socket, first_reader: Any = None) -> Non
 
 # ------------------------------------------------------------------------------- client side
 
-def open_upgraded(port: int, token: str, path: str, body: dict[str, Any]) -> tuple[socket.socket, BinaryIO]:
+def open_upgraded(port: int, token: str, path: str, body: JsonObject) -> tuple[socket.socket, BinaryIO]:
     """POST to the API asking for an upgrade; returns the socket and a reader positioned after the head."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     data = json.dumps(body).encode()

@@ -15,6 +15,7 @@ from typing import Any
 
 from .buildpacks import buildpack_upload_problem
 from .controller import unprocessable
+from .jsondoc import JsonObject
 
 NAME_MAX = 255
 """Longest app, sidecar or process name (Cloud Controller's column size)."""
@@ -121,7 +122,7 @@ def _shown(value: Any) -> str:
 
 # ------------------------------------------------------------------------------- the requests
 
-def app_create(body: dict[str, Any]) -> None:
+def app_create(body: JsonObject) -> None:
     """`POST /v3/apps`."""
     e = Errors()
     e.string("Name", body.get("name"), NAME_MAX, required=True)
@@ -130,7 +131,7 @@ def app_create(body: dict[str, Any]) -> None:
     e.raise_any()
 
 
-def app_update(body: dict[str, Any]) -> None:
+def app_update(body: JsonObject) -> None:
     """`PATCH /v3/apps/:guid`."""
     e = Errors()
     if "name" in body:
@@ -139,14 +140,14 @@ def app_update(body: dict[str, Any]) -> None:
     e.raise_any()
 
 
-def env_update(body: dict[str, Any]) -> None:
+def env_update(body: JsonObject) -> None:
     """`PATCH /v3/apps/:guid/environment_variables` (`{"var": {...}}`)."""
     e = Errors()
     e.env("Var", body.get("var"))
     e.raise_any()
 
 
-def process_update(body: dict[str, Any]) -> None:
+def process_update(body: JsonObject) -> None:
     """`PATCH /v3/processes/:guid`."""
     e = Errors()
     command = body.get("command")
@@ -165,7 +166,7 @@ def process_update(body: dict[str, Any]) -> None:
     e.raise_any()
 
 
-def sidecar_create(body: dict[str, Any]) -> None:
+def sidecar_create(body: JsonObject) -> None:
     """`POST /v3/apps/:guid/sidecars`."""
     e = Errors()
     e.string("Name", body.get("name"), NAME_MAX, required=True)
@@ -185,14 +186,14 @@ def sidecar_create(body: dict[str, Any]) -> None:
     e.raise_any()
 
 
-def buildpack_create(body: dict[str, Any]) -> None:
+def buildpack_create(body: JsonObject) -> None:
     """`POST /v3/buildpacks`."""
     e = Errors()
     e.string("Name", body.get("name"), BUILDPACK_NAME_MAX, required=True)
     buildpack_fields(body, e)
 
 
-def buildpack_update(body: dict[str, Any]) -> None:
+def buildpack_update(body: JsonObject) -> None:
     """`PATCH /v3/buildpacks/:guid`."""
     e = Errors()
     if "name" in body:
@@ -200,7 +201,7 @@ def buildpack_update(body: dict[str, Any]) -> None:
     buildpack_fields(body, e)
 
 
-def buildpack_fields(body: dict[str, Any], e: Errors) -> None:
+def buildpack_fields(body: JsonObject, e: Errors) -> None:
     e.string("Stack", body.get("stack"), STACK_MAX)
     e.integer("Position", body.get("position"), minimum=1)
     e.boolean("Enabled", body.get("enabled"))
@@ -257,7 +258,7 @@ def manifest(body: bytes) -> None:
     e.raise_any()
 
 
-def _flag(app: dict[str, Any], key: str) -> bool:
+def _flag(app: JsonObject, key: str) -> bool:
     return bool(app.get(key) or app.get(key.replace("-", "_")))
 
 

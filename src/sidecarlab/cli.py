@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import click
 import yaml
@@ -38,7 +39,7 @@ def main() -> None:
               help="Where executed notebooks and the summary go (default: build/).")
 @click.option("--no-progress", is_flag=True, help="No per-cell progress bar.")
 def run(parts: tuple[str, ...], target: str, params: tuple[tuple[str, str], ...],
-        notebooks_dir: Optional[Path], out_dir: Optional[Path], no_progress: bool) -> None:
+        notebooks_dir: Path | None, out_dir: Path | None, no_progress: bool) -> None:
     """Execute the tutorial's notebooks headless (PARTS: e.g. 01 02; default all)."""
     try:
         report = tutorial.run(parts, target=target, params={k: _value(v) for k, v in params},
@@ -82,7 +83,7 @@ def blobstore() -> None:
 @_state_dir_option
 @click.option("--owner-pid", type=int, default=None,
               help="Stop the server when this process ends (default: run until `blobstore stop`).")
-def blobstore_start(state_dir: Optional[Path], owner_pid: Optional[int]) -> None:
+def blobstore_start(state_dir: Path | None, owner_pid: int | None) -> None:
     """Start the embedded S3 server on 127.0.0.1 (a free port); does nothing if it runs already."""
     from . import blobstore as store
 
@@ -95,7 +96,7 @@ def blobstore_start(state_dir: Optional[Path], owner_pid: Optional[int]) -> None
 
 @blobstore.command("stop")
 @_state_dir_option
-def blobstore_stop(state_dir: Optional[Path]) -> None:
+def blobstore_stop(state_dir: Path | None) -> None:
     """Stop the embedded S3 server (its objects are gone with it); does nothing if none runs."""
     from . import blobstore as store
 
@@ -104,7 +105,7 @@ def blobstore_stop(state_dir: Optional[Path]) -> None:
 
 @blobstore.command("status")
 @_state_dir_option
-def blobstore_status(state_dir: Optional[Path]) -> None:
+def blobstore_status(state_dir: Path | None) -> None:
     """Say whether the embedded S3 server runs, and where (exit status 1 when it does not)."""
     from . import blobstore as store
 
@@ -137,9 +138,9 @@ def sidecar_group() -> None:
               help="Where the buildpack will stage: local or cf (cf cannot reach the embedded server).")
 @click.option("--goarch", default=None, help="CPU to build for (default: this machine's; amd64 for -t cf).")
 @_state_dir_option
-def sidecar_upload(version: str, binary: Optional[Path], endpoint: str, bucket: str, region: str,
-                   buildpack_dir: Optional[Path], target: str, goarch: Optional[str],
-                   state_dir: Optional[Path]) -> None:
+def sidecar_upload(version: str, binary: Path | None, endpoint: str, bucket: str, region: str,
+                   buildpack_dir: Path | None, target: str, goarch: str | None,
+                   state_dir: Path | None) -> None:
     """Upload the config-server (publicly readable) and print its URL. Credentials for a real endpoint
     come only from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."""
     from . import blobstore as store

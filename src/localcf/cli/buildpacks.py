@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import click
 
 from .. import output
 from ..buildpacks import buildpack_upload_problem
+from ..jsondoc import JsonObject
 from .base import USER, CommandFailed, client, confirm_delete, fail_on_client_errors, main
 
 
@@ -89,7 +89,7 @@ def update_buildpack(name: str, path: str | None, position: int | None, enable: 
         raise CommandFailed(f"Buildpack '{name}' not found.")
     if path and bp["locked"] and not unlock:
         raise CommandFailed("The buildpack is locked")
-    changes: dict[str, Any] = {}
+    changes: JsonObject = {}
     if position is not None:
         changes["position"] = position
     if enable:

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
 from .. import actions, daemon, output
 from ..client import Client
+from ..jsondoc import JsonObject
 from ..manifest import parse_memory
 from ..paths import StateDir
 from .base import WHERE, CommandFailed, client, fail_on_client_errors, main, say, staging_line
@@ -66,18 +66,18 @@ def status() -> None:
         click.echo(f"Notice: {info['runtime_notice']}")
 
 
-def print_app_summary(c: Client, app: dict[str, Any]) -> None:
+def print_app_summary(c: Client, app: JsonObject) -> None:
     click.echo(output.app_summary(actions.app_summary(c, app)))
 
 
-def stage_newest(c: Client, app: dict[str, Any]) -> None:
+def stage_newest(c: Client, app: JsonObject) -> None:
     """Stage the app's newest package and make the droplet current (start, restage)."""
     package_guid = actions.newest_package(c, app)
     click.echo("Staging app and tracing logs...")
     actions.stage_and_set_droplet(c, app, package_guid, staging_line)
 
 
-def restart_and_wait(c: Client, app: dict[str, Any]) -> None:
+def restart_and_wait(c: Client, app: JsonObject) -> None:
     say("", "Waiting for app to start...", "")
     actions.restart_and_wait(c, app)
 
@@ -136,7 +136,7 @@ def scale(name: str, instances: int | None, memory: str | None, disk: str | None
     """Change an app's instances, memory or disk (cf scale)."""
     c = client()
     app = c.require_app(name)
-    body: dict[str, Any] = {}
+    body: JsonObject = {}
     if instances is not None:
         if instances < 0:
             raise CommandFailed("Incorrect Usage: -i must be 0 or more")

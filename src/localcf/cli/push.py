@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 import yaml
 
 from .. import actions, manifest
+from ..jsondoc import JsonObject
 from ..output import kibibytes
 from .base import ORG, SPACE, USER, WHERE, CommandFailed, alias, client, fail_on_client_errors, main, say, staging_line
 from .lifecycle import print_app_summary
@@ -104,7 +104,7 @@ def push(app_name: str | None, manifest_path: str | None, path: str | None, buil
             raise CommandFailed(f"Could not find app named '{app_name}' in manifest")
     else:
         indexes = list(range(len(m.apps)))
-    overrides: dict[str, Any] = {}
+    overrides: JsonObject = {}
     for key, val in (("path", path and str(Path(path).resolve())), ("command", command),
                      ("memory", memory), ("disk_quota", disk), ("instances", instances), ("stack", stack),
                      ("health_check_type", health_check_type), ("health_check_http_endpoint", endpoint),
@@ -127,7 +127,7 @@ def push(app_name: str | None, manifest_path: str | None, path: str | None, buil
 alias("v3-push", push, "Push an app (cf v6 experimental verb).")
 
 
-def push_one(m: manifest.Manifest, index: int, overrides: dict[str, Any], no_start: bool) -> None:
+def push_one(m: manifest.Manifest, index: int, overrides: JsonObject, no_start: bool) -> None:
     c = client()
     am = m.apps[index].with_overrides(**overrides) if overrides else m.apps[index]
     name = am.name

@@ -16,10 +16,11 @@ from typing import Any
 
 import click
 
-from ..output import table
-from .base import USER, CommandFailed, client, fail_on_client_errors, main
 from ..client import Client, ClientError
+from ..jsondoc import JsonObject
+from ..output import table
 from ..security_group_rules import RUNNING, STAGING, display_rule
+from .base import USER, CommandFailed, client, fail_on_client_errors, main
 
 TIP_DYNAMIC = ("TIP: If Dynamic ASG's are enabled, changes will automatically apply for running and staging "
                "applications. Otherwise, changes will require an app restart (for running) or restage (for "
@@ -43,12 +44,12 @@ def warn(message: str) -> None:
     click.echo(message, err=True)
 
 
-def find_group(c: Client, name: str) -> dict[str, Any] | None:
+def find_group(c: Client, name: str) -> JsonObject | None:
     found = c.get("/v3/security_groups", params={"names": name})["resources"]
     return found[0] if found else None
 
 
-def require_group(c: Client, name: str) -> dict[str, Any]:
+def require_group(c: Client, name: str) -> JsonObject:
     group = find_group(c, name)
     if group is None:
         raise CommandFailed(f"Security group '{name}' not found.")

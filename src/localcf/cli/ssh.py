@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..client import Client
+from ..jsondoc import JsonObject
 from .base import CommandFailed, client, fail_on_client_errors, main
 
 
@@ -41,7 +42,7 @@ def ssh(name: str, index: int, command: str | None, forwards: tuple[str, ...], n
         except KeyboardInterrupt:
             return
     tty = (force_tty or (command is None and sys.stdin.isatty())) and not no_tty
-    body: dict[str, Any] = {"index": index, "command": command, "tty": tty, "term": os.environ.get("TERM")}
+    body: JsonObject = {"index": index, "command": command, "tty": tty, "term": os.environ.get("TERM")}
     if tty:
         size = os.get_terminal_size() if sys.stdout.isatty() else os.terminal_size((80, 24))
         body.update(rows=size.lines, cols=size.columns)
@@ -63,7 +64,7 @@ def ssh(name: str, index: int, command: str | None, forwards: tuple[str, ...], n
     sys.exit(status)
 
 
-def start_forward(c: Client, app: dict[str, Any], spec: str, index: int) -> Any:
+def start_forward(c: Client, app: JsonObject, spec: str, index: int) -> Any:
     """Listen on a local port; each connection is forwarded to HOST:PORT inside the container."""
     import socket as socketmod
     import threading

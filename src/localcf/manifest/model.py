@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..constants import HOST_MAX_LENGTH
+from ..jsondoc import JsonObject
 
 HEALTH_CHECK_TYPES = ("port", "process", "http")
 ROUTE_PROTOCOLS = ("http1", "http2", "tcp")
@@ -196,7 +197,7 @@ class RouteSpec:
 
     route: str
     protocol: str | None = None
-    options: dict[str, Any] | None = None
+    options: JsonObject | None = None
 
     @property
     def host(self) -> str:
@@ -336,7 +337,7 @@ class AppManifest:
 
     # -- the shape both sides of the API share (see `wire`)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """This app as the `apply_manifest` JSON (`wire.to_wire`); kept under its old name."""
         from .wire import to_wire
 
@@ -392,7 +393,7 @@ _OVERRIDE_FLAGS = {
 }
 
 
-def known_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+def known_fields(cls: type, data: Mapping[str, Any]) -> JsonObject:
     """The items of `data` that are fields of the dataclass `cls` (the others are ignored)."""
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in data.items() if k in names}

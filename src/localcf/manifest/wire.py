@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
+from ..jsondoc import JsonObject
 from .model import AppManifest, ProcessSpec, RouteSpec, SidecarSpec, known_fields
 
 
@@ -42,7 +43,7 @@ class SidecarWire(TypedDict):
 class RouteWire(TypedDict):
     route: str
     protocol: str | None
-    options: dict[str, Any] | None
+    options: JsonObject | None
 
 
 class AppWire(TypedDict):

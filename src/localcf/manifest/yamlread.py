@@ -20,6 +20,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
+from ..jsondoc import JsonObject
 from .model import ManifestError, canon, field_name, nearest_line, scalar_text, show_value
 
 UNRESOLVED_VARS = "Expected to find variables: {names}"
@@ -41,8 +42,8 @@ def parse_var_flags(flags: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def collect_vars(vars: Mapping[str, Any] | None, vars_files: Sequence[Path | str]) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
+def collect_vars(vars: Mapping[str, Any] | None, vars_files: Sequence[Path | str]) -> JsonObject:
+    merged: JsonObject = {}
     for vars_file in vars_files:
         vars_file = Path(vars_file)
         try:
@@ -175,7 +176,7 @@ class _Walker:
             self.constructor.flatten_mapping(node)  # merge keys (<<: *anchor), as YAML 1.1 defines
         except ConstructorError as exc:
             self.fail(path, f"cannot merge: {exc.problem}", "merge (<<) only maps")
-        out: dict[str, Any] = {}
+        out: JsonObject = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, ScalarNode):
                 self.lines.setdefault(canon(path), key_node.start_mark.line + 1)

@@ -28,8 +28,7 @@ The modules, one concern each:
 from __future__ import annotations
 
 from .http1 import BAD_GATEWAY_TEXT, NOT_FOUND_TEXT
-from .loop import (DEFAULT_HEAD_TIMEOUT, DEFAULT_PORTS, HEAD_TIMEOUT_ENV, PORT_ENV, Router,
-                   RouterError)
+from .loop import DEFAULT_HEAD_TIMEOUT, DEFAULT_PORTS, HEAD_TIMEOUT_ENV, PORT_ENV, Router, RouterError
 from .routes import Backend, BackendLookup, RouteTable, build_routes, match_route
 
 __all__ = [

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 import socket
 import time
+from collections.abc import Iterator
 from email.utils import formatdate
 from random import getrandbits
-from collections.abc import Iterator
 
 NOT_FOUND_TEXT = "404 Not Found: Requested route ('{host}') does not exist.\n"
 BAD_GATEWAY_TEXT = "502 Bad Gateway: Registered endpoint failed to handle the request.\n"

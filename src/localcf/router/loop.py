@@ -20,17 +20,50 @@ import socket
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from .access_log import AccessLog, BatchFn, LogFn
-from .connections import (BACKEND_TIMEOUT, CLIENT_IDLE_TIMEOUT, IDEMPOTENT, K_CLIENT, K_IDLE,
-                          K_LISTEN, K_UPSTREAM, K_WAKE, MAX_ENDPOINTS_TRIED, READ, WRITE,
-                          Client, Conn, Upstream, close_quietly, tune)
-from .http1 import (BAD_GATEWAY_TEXT, BUF, MAX_HEAD, NOT_FOUND_TEXT, R_CHUNKED, R_CLOSE,
-                    R_DECHUNK, R_INTERIM, R_LENGTH, R_SWITCH, WHOLE_LIMIT, BadMessage, Count,
-                    Response, Truncated, chunked_end, parse_request, plain_response,
-                    prepare_response, unfinished_head_error)
+from .connections import (
+    BACKEND_TIMEOUT,
+    CLIENT_IDLE_TIMEOUT,
+    IDEMPOTENT,
+    K_CLIENT,
+    K_IDLE,
+    K_LISTEN,
+    K_UPSTREAM,
+    K_WAKE,
+    MAX_ENDPOINTS_TRIED,
+    READ,
+    WRITE,
+    Client,
+    Conn,
+    Upstream,
+    close_quietly,
+    tune,
+)
+from .http1 import (
+    BAD_GATEWAY_TEXT,
+    BUF,
+    MAX_HEAD,
+    NOT_FOUND_TEXT,
+    R_CHUNKED,
+    R_CLOSE,
+    R_DECHUNK,
+    R_INTERIM,
+    R_LENGTH,
+    R_SWITCH,
+    WHOLE_LIMIT,
+    BadMessage,
+    Count,
+    Response,
+    Truncated,
+    chunked_end,
+    parse_request,
+    plain_response,
+    prepare_response,
+    unfinished_head_error,
+)
 from .routes import Backend, BackendLookup, LookupFn, lookup_path, split_host
 from .stream import ClientGone, Streamer
 

@@ -14,12 +14,29 @@ import time
 from collections.abc import Callable, Iterator
 
 from .access_log import AccessLog
-from .connections import (BACKEND_TIMEOUT, IDEMPOTENT, MAX_ENDPOINTS_TRIED, Client, Conn,
-                          Upstream, close_quietly, tune)
-from .http1 import (BAD_GATEWAY_TEXT, BUF, R_CHUNKED, R_CLOSE, R_DECHUNK, R_INTERIM, R_LENGTH,
-                    R_SWITCH, WHOLE_LIMIT, BadMessage, Reader, Request, Response, Truncated,
-                    iter_chunked, iter_length, iter_until_close, plain_response,
-                    prepare_response, request_body)
+from .connections import BACKEND_TIMEOUT, IDEMPOTENT, MAX_ENDPOINTS_TRIED, Client, Conn, Upstream, close_quietly, tune
+from .http1 import (
+    BAD_GATEWAY_TEXT,
+    BUF,
+    R_CHUNKED,
+    R_CLOSE,
+    R_DECHUNK,
+    R_INTERIM,
+    R_LENGTH,
+    R_SWITCH,
+    WHOLE_LIMIT,
+    BadMessage,
+    Reader,
+    Request,
+    Response,
+    Truncated,
+    iter_chunked,
+    iter_length,
+    iter_until_close,
+    plain_response,
+    prepare_response,
+    request_body,
+)
 from .routes import Backend
 
 

@@ -28,13 +28,23 @@ filesystem's config), `core` (`Runtime`), `container` (`Container`), `exec_proce
 
 from __future__ import annotations
 
-from .base import (HOME_INSIDE, MODES, ROUTED_PORT, ContainerError, ContainerSpec, ExitCallback,
-                   IsolationUnavailable, OutputCallback, ProcessDef, TaskOutputCallback, free_port)
+from .base import (
+                   HOME_INSIDE,
+                   MODES,
+                   ROUTED_PORT,
+                   ContainerError,
+                   ContainerSpec,
+                   ExitCallback,
+                   IsolationUnavailable,
+                   OutputCallback,
+                   ProcessDef,
+                   TaskOutputCallback,
+                   free_port,
+)
 from .container import Container
 from .core import Runtime
 from .exec_process import ExecProcess
-from .probe import (CONTAINER_HOST_ID, INIT_SCRIPT, SYSTEM_DIRS, NamespaceSupport, interpreter_paths,
-                    namespace_support)
+from .probe import CONTAINER_HOST_ID, INIT_SCRIPT, SYSTEM_DIRS, NamespaceSupport, interpreter_paths, namespace_support
 
 __all__ = [
     "CONTAINER_HOST_ID", "HOME_INSIDE", "INIT_SCRIPT", "MODES", "ROUTED_PORT", "SYSTEM_DIRS", "Container",

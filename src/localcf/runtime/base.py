@@ -6,9 +6,9 @@ import os
 import re
 import shutil
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 MODES = ("namespaces", "process")
 

@@ -15,14 +15,15 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from localcf.container_init import recv_frame, send_frame
 from localcf.launcher import launcher_argv
 
-from .base import (ContainerError, ContainerSpec, ExitCallback, OutputCallback, _Halted, _rmtree, _text)
+from .base import ContainerError, ContainerSpec, ExitCallback, OutputCallback, _Halted, _rmtree, _text
 from .exec_process import ExecProcess
 from .probe import _chown_tree, _host_ids, _rootfs_cfg
 from .procfs import _descendants, _disk_usage, _init_child, _ns_pids, _proc_usage
@@ -117,7 +118,7 @@ class Container:
     def __repr__(self) -> str:
         return f"<Container {self.id} {self.mode}>"
 
-    def __enter__(self) -> "Container":
+    def __enter__(self) -> Container:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -461,7 +462,7 @@ class Container:
         return f"127.0.0.1:{self.port}"
 
     def exec(self, argv: list[str], env: dict[str, str], tty: bool = False,
-             cwd: str | None = None) -> "ExecProcess":
+             cwd: str | None = None) -> ExecProcess:
         """Run `argv` inside (cf ssh); with `tty`, on a new pseudo-terminal (`ExecProcess.pty`)."""
         xid = uuid.uuid4().hex[:16]
         mine: list[int] = []
@@ -545,4 +546,5 @@ def _unpack(droplet: Path, root: Path) -> None:
             else:
                 tf.extractall(root)
     except (OSError, tarfile.TarError) as exc:
-        raise ContainerError(f"cannot unpack droplet {droplet}: {exc} (a droplet is a .tgz with app/ at its top)")
+        raise ContainerError(
+            f"cannot unpack droplet {droplet}: {exc} (a droplet is a .tgz with app/ at its top)") from exc

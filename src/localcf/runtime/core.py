@@ -11,16 +11,38 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 from localcf import container_init
 
-from .base import (_ID, HOME_INSIDE, MODES, ROUTED_PORT, ContainerError, ContainerSpec, ExitCallback,
-                   IsolationUnavailable, OutputCallback, TaskOutputCallback, _rmtree, free_port)
+from .base import (
+    _ID,
+    HOME_INSIDE,
+    MODES,
+    ROUTED_PORT,
+    ContainerError,
+    ContainerSpec,
+    ExitCallback,
+    IsolationUnavailable,
+    OutputCallback,
+    TaskOutputCallback,
+    _rmtree,
+    free_port,
+)
 from .container import Container, _short_relay_path
-from .probe import (SYSTEM_DIRS, _chown_tree, _covered, _host_ids, _init_argv, _ns_flags, _rootfs_cfg, _unshare,
-                    interpreter_paths, namespace_support)
+from .probe import (
+    SYSTEM_DIRS,
+    _chown_tree,
+    _covered,
+    _host_ids,
+    _init_argv,
+    _ns_flags,
+    _rootfs_cfg,
+    _unshare,
+    interpreter_paths,
+    namespace_support,
+)
 from .tasks import _linked_dirs, _pump_task
 
 log = logging.getLogger("localcf.runtime")
@@ -148,7 +170,7 @@ class Runtime:
         return {Path(host): str(Path(host).resolve()) for host in binds}
 
     # Containers ---------------------------------------------------------------------------
-    def create(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> "Container":
+    def create(self, spec: ContainerSpec, on_output: OutputCallback, on_exit: ExitCallback) -> Container:
         """Make the container and unpack the droplet; `Container.start()` starts the processes."""
         names = [p.name for p in spec.processes]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -166,7 +188,7 @@ class Runtime:
             raise
         return container
 
-    def containers(self) -> list["Container"]:
+    def containers(self) -> list[Container]:
         """The containers created and not yet destroyed."""
         with self._lock:
             return list(self._containers.values())
@@ -210,7 +232,7 @@ class Runtime:
             removed.append(path)
         return removed
 
-    def _forget(self, container: "Container") -> None:
+    def _forget(self, container: Container) -> None:
         with self._lock:
             if self._containers.get(container.id) is container:
                 del self._containers[container.id]
