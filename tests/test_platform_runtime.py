@@ -265,28 +265,50 @@ def test_the_app_exiting_stops_its_sidecar(cf: LocalCF, tmp_path: Path) -> None:
         delete(cf, app)
 
 
-def test_restart_back_off_under_a_shrunk_clock(cf: LocalCF, tmp_path: Path) -> None:
-    app = push_runtime_app(cf, tmp_path, env={"CRASH_AT_START": "1"}, start=False)
+# bbs's restart calculator, written out (CF-BEHAVIOUR.md section 3): the delay in seconds before the
+# restart that follows crash number n; the product's table is checked against it below
+BACK_OFF_S = {1: 0, 2: 0, 3: 30, 4: 60, 5: 120, 6: 240, 7: 480}
+BACK_OFF_SCALE = 0.01  # 30 s become 0.3 s: long enough to tell from a container start, short for a test
+
+
+def test_restart_back_off_under_a_shrunk_clock(cf: LocalCF, tmp_path: Path,
+                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    # a daemon of its own, on a clock slow enough that each delay stands out from the time a
+    # container takes to start and crash again: a cell that ignored the delays fails the gaps below
+    own = LocalCF(tmp_path_factory.mktemp("localcf-back-off"))
+    own.env.update(LOCALCF_RUNTIME=cf.mode, LOCALCF_TIME_SCALE=str(BACK_OFF_SCALE),  # type: ignore[attr-defined]
+                   LOCALCF_GRACEFUL_SECONDS="2")
+    own("start")
+    app = push_runtime_app(own, tmp_path, env={"CRASH_AT_START": "1"}, start=False)
     try:
-        subprocess.run([str(BIN / "localcf"), "start", app["name"]], env=cf.env, capture_output=True, timeout=120)
+        subprocess.run([str(BIN / "localcf"), "start", app["name"]], env=own.env, capture_output=True, timeout=120)
         # the crash count is in the process's crash event (app.crash does not carry it, as on CC)
-        events = wait_for(lambda: (lambda e: e if len(e) >= 7 else None)(crashes(cf, app, "audit.app.process.crash")),
-                          60, "seven crashes")
+        events = wait_for(lambda: (lambda e: e if len(e) >= 7 else None)(crashes(own, app, "audit.app.process.crash")),
+                          90, "seven crashes")
         events.sort(key=lambda e: e["data"]["crash_count"])
         counts = [e["data"]["crash_count"] for e in events]
         assert counts[:7] == [1, 2, 3, 4, 5, 6, 7]
         assert all(e["data"]["exit_description"] == "APP/PROC/WEB: Exited with status 1" for e in events)
         ts = [e["data"]["crash_timestamp"] / 1e9 for e in events]
-        for k in range(1, 7):
+        gaps = {k: ts[k] - ts[k - 1] for k in range(1, 7)}  # gaps[k]: from crash k to crash k + 1
+        for k, gap in gaps.items():
             # the restart after crash k waits at least the scaled table delay
-            assert ts[k] - ts[k - 1] >= restart_delay(k) * TIME_SCALE, (k, ts[k] - ts[k - 1])
-        # while it waits, the instance is CRASHED
-        wait_for(lambda: stats(cf, app)[0]["state"] == "CRASHED", 10, "a CRASHED instance")
+            assert gap >= BACK_OFF_S[k] * BACK_OFF_SCALE, (k, gaps)
+        # and the waits grow as the table does: the time to start and crash again is the same each
+        # time, so each gap beyond the second is longer than the immediate restarts' by the delay
+        immediate = max(gaps[1], gaps[2])
+        for k in (4, 5, 6):
+            assert gaps[k] - immediate >= 0.5 * BACK_OFF_S[k] * BACK_OFF_SCALE, (k, gaps)
+        assert gaps[6] - gaps[4] >= 0.5 * (BACK_OFF_S[6] - BACK_OFF_S[4]) * BACK_OFF_SCALE, gaps
+        # while it waits (4.8 s after the seventh crash), the instance is CRASHED
+        wait_for(lambda: stats(own, app)[0]["state"] == "CRASHED", 10, "a CRASHED instance")
     finally:
-        delete(cf, app)
+        delete(own, app)
+        own("stop", check=False)
 
 
 def test_back_off_table() -> None:
+    assert [restart_delay(n) for n in range(1, 8)] == [BACK_OFF_S[n] for n in range(1, 8)]
     assert [restart_delay(n) for n in (1, 2)] == [0, 0]
     assert [restart_delay(n) for n in (3, 4, 5, 6, 7)] == [30, 60, 120, 240, 480]
     assert restart_delay(8) == restart_delay(100) == restart_delay(199) == 960
