@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import presenters as P
 from . import validation as V
+from .constants import STACK
 from .controller import SPACE_GUID, ApiError, Controller, not_found, unprocessable
 from .httpapi import ROUTES, UPLOAD_MAX, ApiHandler, ApiServer, Raw, Request, Stream, Upgrade, route  # noqa: F401
 from .jsondoc import JsonObject
@@ -339,7 +340,7 @@ def create_buildpack(req: Request) -> Any:
     body = req.json()
     V.buildpack_create(body)
     bp = c.create_buildpack(body.get("name", ""), body.get("position"), body.get("enabled", True),
-                            body.get("locked", False), body.get("stack") or "cflinuxfs4")
+                            body.get("locked", False), body.get("stack") or STACK)
     return 201, P.buildpack(c, bp)
 
 

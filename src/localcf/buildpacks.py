@@ -18,7 +18,8 @@ import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-SYSTEM_BUILDPACKS = ("python_buildpack", "binary_buildpack")
+from .constants import SYSTEM_BUILDPACKS  # noqa: E402,F401  (re-exported)
+
 """The system buildpacks localcf ships, in their default position order."""
 
 _ZIP_UNIX = 3  # ZipInfo.create_system of zips made on Unix: external_attr holds st_mode

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import environment as envmod
+from .constants import CELL_ID  # noqa: E402,F401  (re-exported)
 from .controller import Controller
 from .records import Actor, App, CrashPayload, InstanceStats, JsonObject, Process
 from .router.routes import Backend, build_routes, match_route
 from .runtime import Container, ContainerError, ContainerSpec, ProcessDef, Runtime
 
-CELL_ID = "localcf-cell-0"
 GRACEFUL_SECONDS = 10.0
 RESET_CRASH_COUNT_AFTER = 300.0  # seconds of running after which a crash counts as the first again
 

@@ -55,12 +55,14 @@ if TYPE_CHECKING:
     from .cell import Instance
     from .records import InstanceStats
 
-USER_NAME = "admin"
-USER_GUID = "ad314ad3-0000-4000-8000-00000000c0de"
-DEFAULT_DOMAIN = "apps.localhost"
-DEFAULT_MEMORY_MB = 1024
-DEFAULT_DISK_MB = 1024
-DEFAULT_HEALTH_TIMEOUT = 60
+from .constants import (  # noqa: E402,F401  (re-exported: rooms that know the controller read them here)
+    DEFAULT_DISK_MB,
+    DEFAULT_DOMAIN,
+    DEFAULT_HEALTH_TIMEOUT,
+    DEFAULT_MEMORY_MB,
+    USER_GUID,
+    USER_NAME,
+)
 
 
 class ApiError(Exception):

@@ -38,7 +38,8 @@ if TYPE_CHECKING:  # the daemon's parts are imported when wired: the client need
     from .store import Store
 
 SYSTEM_BUILDPACKS_DIR = Path(__file__).resolve().parent / "system_buildpacks"
-SYSTEM_BUILDPACKS = ("python_buildpack", "binary_buildpack")
+from .constants import SYSTEM_BUILDPACKS  # noqa: E402
+
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
 EXIT_FAILED = 1

@@ -16,15 +16,10 @@ import copy
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar, Self
 
+# localcf has exactly one org and one space; their guids are fixed (in localcf.constants) so that
+# VCAP_APPLICATION, the API and the logs agree across daemon restarts.
+from .constants import ORG_GUID, ORG_NAME, SPACE_GUID, SPACE_NAME, STACK  # noqa: E402,F401  (re-exported)
 from .jsondoc import JsonObject
-
-STACK = "cflinuxfs4"
-# localcf has exactly one org and one space; their guids are fixed so that VCAP_APPLICATION, the
-# API and the logs agree across daemon restarts.
-ORG_NAME = "localcf"
-ORG_GUID = "7ce1f3a5-0000-4000-8000-00000000c0de"
-SPACE_NAME = "dev"
-SPACE_GUID = "5bace5ba-0000-4000-8000-00000000c0de"
 
 # The JSON kept in a table's `data` column, and what a record is read back from.
 # JSON boundary: SQLite stores the record's fields as one JSON object.

@@ -21,6 +21,7 @@ from pathlib import Path
 from . import blobs
 from . import buildpacks as bp_fetch
 from .blobs import human_size
+from .constants import CELL_ID  # noqa: E402
 from .controller import Controller
 from .records import (
     STACK,
@@ -33,8 +34,6 @@ from .records import (
     Package,
 )
 from .store import new_guid
-
-CELL_ID = "localcf-cell-0"
 
 # builder exit code -> what Cloud Controller records as the build's error
 STAGING_ERRORS = {
