@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import base64
 import binascii
+import contextlib
 import hashlib
 import io
 import json
@@ -314,10 +315,8 @@ class StagingGroupsGuard:
 
     def _at_exit(self) -> None:
         if self._active:
-            try:
+            with contextlib.suppress(Exception):  # the interpreter is ending: nothing left to report to
                 self._bind_back(echo=False)
-            except Exception:  # noqa: BLE001 - the interpreter is ending; nothing left to report to
-                pass
 
     def _bind_back(self, echo: bool = True) -> None:
         for name in self.unbound:
@@ -332,10 +331,8 @@ class StagingGroupsGuard:
         self._active = False
         shell = _ipython()
         if shell is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 shell.events.unregister("post_run_cell", self._after_cell)
-            except ValueError:
-                pass
         atexit.unregister(self._at_exit)
         if self.marker is not None:
             self.marker.unlink(missing_ok=True)
@@ -630,7 +627,7 @@ def binary_on_path(target: Target, app: str, name: str = "config-server", sideca
         path = proc.get("ENV", "").removeprefix("PATH=").split(":")
         if os.path.dirname(exe) in path and "/deps/" in exe:
             return (f"the sidecar's command is `{name}` and runs {exe}: {os.path.dirname(exe)} is on its PATH"), proc
-    fail(f"an executable under /home/vcap/deps/IDX/bin, on the PATH of the process",
+    fail("an executable under /home/vcap/deps/IDX/bin, on the PATH of the process",
          "; ".join(f"{p.get('EXE')} with {p.get('ENV', 'no PATH')}" for p in procs),
          "A supply buildpack's deps/IDX/bin is put on PATH by the final buildpack's profile.d script; "
          "unpack the archive so that the binary is deps/IDX/bin/config-server.")
