@@ -167,6 +167,22 @@ def test_a_killed_kernel_s_air_gap_is_undone_by_the_next_run(localcf: LocalCF, t
         localcf("bind-staging-security-group", "public_networks", check=False)
 
 
+def test_a_guard_made_again_before_the_clean_up_still_binds_the_group_back(localcf: LocalCF, tmp_path: Path) -> None:
+    marker = tmp_path / "unbound-staging-groups.json"
+    target = LocalTarget(home=localcf.home, echo=False)
+    first = part4.StagingGroupsGuard(target, marker=marker)
+    try:
+        target.cf("unbind-staging-security-group", "public_networks", quiet=True)
+        # The guard-and-unbind cell run a second time: the group is already unbound.
+        again = part4.StagingGroupsGuard(target, marker=marker)
+        assert first.unbound == again.unbound == ["public_networks"]
+        again.bind_back(echo=False)
+        assert "public_networks" in bound_for_staging(localcf) and not marker.exists()
+    finally:
+        first.restore()
+        localcf("bind-staging-security-group", "public_networks", check=False)
+
+
 def test_the_notebook_has_parameters_exercises_an_early_admin_check_and_cleanup(tmp_path: Path) -> None:
     nb = nbformat.read(str(NOTEBOOK_4), as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]

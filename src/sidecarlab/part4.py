@@ -277,11 +277,15 @@ class StagingGroupsGuard:
     target: Target
     groups: Sequence[str] = (PUBLIC_NETWORKS,)
     marker: Path | None = None
-    unbound: list[str] = field(default_factory=list)
-    _active: bool = False
+    unbound: list[str] = field(default_factory=list, init=False)
+    _active: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.unbound = [g for g in self.groups if _bound_for_staging(self.target, g)]
+        # A guard made again before the clean-up (the cell run twice) finds the group already
+        # unbound: the marker still names it, so this guard binds it back too.
+        earlier = self._marked(self.target, self.marker) if self.marker is not None else []
+        now = [g for g in self.groups if _bound_for_staging(self.target, g)]
+        self.unbound = list(dict.fromkeys(earlier + now))
         self._active = True
         if self.marker is not None:
             self.marker.parent.mkdir(parents=True, exist_ok=True)
@@ -294,31 +298,37 @@ class StagingGroupsGuard:
     @classmethod
     def recover(cls, target: Target, marker: Path, *, log: Log = print) -> list[str]:
         """Bind back the groups an earlier run unbound and never restored (its kernel was killed)."""
-        try:
-            left = json.loads(Path(marker).read_text())
-        except (OSError, ValueError):
-            return []
-        if left.get("target") != target.describe():
-            return []
-        restored = [g for g in left.get("groups", []) if not _bound_for_staging(target, g)]
+        restored = [g for g in cls._marked(target, marker) if not _bound_for_staging(target, g)]
         for name in restored:
             log(f"an earlier run of this notebook left {name} unbound for staging: binding it back")
             target.cf("bind-staging-security-group", name)
         Path(marker).unlink(missing_ok=True)
         return restored
 
+    @staticmethod
+    def _marked(target: Target, marker: Path) -> list[str]:
+        """The groups a marker names for this target (none when there is no marker)."""
+        try:
+            left = json.loads(Path(marker).read_text())
+        except (OSError, ValueError):
+            return []
+        if not isinstance(left, dict) or left.get("target") != target.describe():
+            return []
+        return [str(g) for g in left.get("groups") or []]
+
     def _after_cell(self, result: Any) -> None:
         if self._active and (getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)):
             print(f"\nThe cell failed while staging was air-gapped: binding {', '.join(self.unbound) or 'nothing'} "
                   "back for staging (the clean-up at the end may not run).", flush=True)
-            self._bind_back()
+            self.bind_back()
 
     def _at_exit(self) -> None:
         if self._active:
             with contextlib.suppress(Exception):  # the interpreter is ending: nothing left to report to
-                self._bind_back(echo=False)
+                self.bind_back(echo=False)
 
-    def _bind_back(self, echo: bool = True) -> None:
+    def bind_back(self, echo: bool = True) -> None:
+        """Bind back now the groups this guard remembers (those still unbound), then end its watch."""
         for name in self.unbound:
             if not _bound_for_staging(self.target, name):
                 self.target.cf("bind-staging-security-group", name, echo=echo, quiet=not echo)
