@@ -21,7 +21,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from conftest import LocalCF
+from conftest import LocalCF, free_port
 from nbformat.v4 import new_code_cell
 from test_blobstore import wait_until_gone
 from test_buildpack_product import (  # noqa: F401
@@ -103,6 +103,25 @@ def test_part_4_runs_green_headless_and_leaves_nothing_behind(localcf: LocalCF, 
     assert bound_for_staging(localcf) == groups_before
     assert not (tmp_path / "work" / "part4").exists()
     assert wait_until_gone(tmp_path / "home" / "blobstore") == []
+
+
+@pytest.mark.timeout(600)
+def test_part_4_runs_green_in_process_mode_with_only_the_air_gapped_checks_skipped(tmp_path: Path) -> None:
+    cf = LocalCF(tmp_path / "localcf-process")
+    cf.env["LOCALCF_RUNTIME"] = "process"
+    cf("start")
+    try:
+        # Apps share this machine's network in process mode: sidecar ports nothing else holds.
+        proc = run_part4(cf, tmp_path, "-p", "config_server_port", str(free_port()))
+        assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+        (result,) = json.loads((tmp_path / "out" / "summary.json").read_text())["notebooks"]
+        assert len(result["passed_checks"]) == PART4_CHECKS - AIR_GAPPED_CHECKS
+        assert len(result["skipped_checks"]) == AIR_GAPPED_CHECKS
+        assert all("staging cannot be air-gapped here: localcf runs in runtime mode `process`" in line
+                   for line in result["skipped_checks"])
+        assert "public_networks" in bound_for_staging(cf)
+    finally:
+        cf("stop", check=False)
 
 
 def notebook_copy_with(tmp_path: Path, after: str, source: str) -> Path:
