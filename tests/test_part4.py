@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -21,7 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from conftest import LocalCF, free_port
+from conftest import LocalCF
 from nbformat.v4 import new_code_cell
 from test_blobstore import wait_until_gone
 from test_buildpack_product import (  # noqa: F401
@@ -60,6 +62,22 @@ def run_part4(localcf: LocalCF, tmp_path: Path, *params: str, notebooks: Path | 
     if notebooks is not None:
         argv += ["--notebooks", str(notebooks)]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+def two_free_ports() -> int:
+    """A port P with P and P + 1 free, below the ephemeral range, where localcf's process mode picks
+    the apps' own ports (bound to port 0), so neither sidecar can meet an app's port."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
+        if Path("/proc/sys/net/ipv4/ip_local_port_range").is_file() else 32768
+    for port in random.sample(range(20000, min(low, 30000) - 1), 200):
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no two consecutive free ports below the ephemeral range")
 
 
 def outputs_text(path: Path) -> str:
@@ -112,7 +130,7 @@ def test_part_4_runs_green_in_process_mode_with_only_the_air_gapped_checks_skipp
     cf("start")
     try:
         # Apps share this machine's network in process mode: sidecar ports nothing else holds.
-        proc = run_part4(cf, tmp_path, "-p", "config_server_port", str(free_port()))
+        proc = run_part4(cf, tmp_path, "-p", "config_server_port", str(two_free_ports()))
         assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
         (result,) = json.loads((tmp_path / "out" / "summary.json").read_text())["notebooks"]
         assert len(result["passed_checks"]) == PART4_CHECKS - AIR_GAPPED_CHECKS
