@@ -216,7 +216,7 @@ def test_a_guard_made_again_before_the_clean_up_still_binds_the_group_back(local
         again.bind_back(echo=False)
         assert "public_networks" in bound_for_staging(localcf) and not marker.exists()
     finally:
-        first.restore()
+        first.done()
         localcf("bind-staging-security-group", "public_networks", check=False)
 
 
@@ -249,7 +249,7 @@ def test_the_notebook_has_parameters_exercises_an_early_admin_check_and_cleanup(
 
     last = code[-1].source
     assert "%cf delete {app_name} -f -r" in last and "%cf delete-buildpack {system_buildpack_name} -f" in last
-    assert "%cf bind-staging-security-group {group}" in last and "guard.restore()" in last
+    assert "%cf bind-staging-security-group {group}" in last and "guard.done()" in last
     assert any("%cf delete {app_name} -f -r" in s for s in sources[1:admin + 3]), "starts clean, so it can be re-run"
 
 

@@ -39,6 +39,7 @@ import yaml
 
 from . import blobstore, packager, sidecar
 from .checks import CheckFailed, CheckResult, check, fail, latest_build, staging_log
+from .supply_buildpack import BuildpackError
 from .targets import LogLine, Target, TargetError
 
 __all__ = [
@@ -117,8 +118,8 @@ def build_and_upload_dependency(target: Target, work: Path, version: str, s3: bl
     sidecar.build(out=binary, goos="linux", goarch=goarch)
     buildpack_dir = packager.copy_buildpack(work / "buildpack")
     version = version.strip().lstrip("v")
-    archive = f"config-server-v{version}-linux-{goarch}.tgz"
-    key = f"{blobstore.KEY_PREFIX}/{archive}"
+    key = blobstore.sidecar_key(f"{version}-linux-{goarch}.tgz")  # the key upload_dependency writes
+    archive = key.rsplit("/", 1)[-1]
     url = blobstore.public_url(s3, key)
     endpoint = "" if s3.endpoint == blobstore.AWS else f" --endpoint-url {url[:url.index('/' + s3.bucket + '/')]}"
     _show(f"tar -czf {archive} -C {shlex.quote(os.path.relpath(work))} bin/config-server", log)
@@ -146,7 +147,7 @@ def use_system_buildpack(manifest: Path, buildpack: str, final: str = "python_bu
     document = yaml.safe_load(manifest.read_text()) or {}
     apps = document.get("applications") or []
     if len(apps) != 1:
-        raise TargetError(f"{manifest} has {len(apps)} applications; the tutorial's manifests have exactly one.")
+        raise BuildpackError(f"{manifest} has {len(apps)} applications; the tutorial's manifests have exactly one.")
     apps[0].pop("sidecars", None)
     apps[0]["buildpacks"] = [buildpack, final]
     text = "---\n" + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
@@ -174,6 +175,9 @@ def tamper_dependency(cached_zip: Path, out: Path, *, log: Log = print) -> tuple
         if not deps:
             raise packager.PackagerError(f"{cached_zip.name} holds no dependency: tamper with a cached zip.")
         rel = str(deps[0]["file"])
+        if rel not in zf.namelist():
+            raise packager.PackagerError(f"{cached_zip.name} names {rel} in its manifest but does not hold it.")
+        sha = ""
         _show(f"unzip -q {cached_zip.name} -d tampered && echo tampered >> tampered/{rel} && "
               f"(cd tampered && zip -qr ../{out.name} .)", log)
         partial = out.with_name(f".{out.name}.partial")
@@ -271,7 +275,7 @@ class StagingGroupsGuard:
     - on the next run, when the kernel was killed: its names are kept in `marker` until restored,
       and `recover` reads them.
 
-    `restore()` in the clean-up cell ends its watch; it binds nothing the clean-up cell bound itself.
+    `done()` in the clean-up cell, after it bound the groups back itself, ends the watch.
     """
 
     target: Target
@@ -317,10 +321,13 @@ class StagingGroupsGuard:
         return [str(g) for g in left.get("groups") or []]
 
     def _after_cell(self, result: Any) -> None:
-        if self._active and (getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)):
-            print(f"\nThe cell failed while staging was air-gapped: binding {', '.join(self.unbound) or 'nothing'} "
-                  "back for staging (the clean-up at the end may not run).", flush=True)
-            self.bind_back()
+        if not self._active or not (getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)):
+            return
+        still = [g for g in self.unbound if not _bound_for_staging(self.target, g)]
+        if still:
+            print(f"\nThe cell failed while staging was air-gapped: binding {', '.join(still)} back for staging "
+                  "(the clean-up at the end may not run).", flush=True)
+        self.bind_back()
 
     def _at_exit(self) -> None:
         if self._active:
@@ -332,9 +339,9 @@ class StagingGroupsGuard:
         for name in self.unbound:
             if not _bound_for_staging(self.target, name):
                 self.target.cf("bind-staging-security-group", name, echo=echo, quiet=not echo)
-        self.restore()
+        self.done()
 
-    def restore(self) -> None:
+    def done(self) -> None:
         """End the watch: the groups are bound again (the clean-up cell bound them, or the guard did)."""
         if not self._active:
             return
