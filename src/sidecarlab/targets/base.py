@@ -203,6 +203,12 @@ class Target(ABC):
     def remove_buildpack(self, name: str) -> None:
         """Undo `install_buildpack` (nothing is left on the platform)."""
 
+    def admin_scopes(self) -> tuple[bool | None, list[str]]:
+        """Whether the learner is an admin of the platform (`cloud_controller.admin`), and the scopes
+        that say so; None where the question does not arise (the embedded platform's one user is its
+        admin)."""
+        return None, []
+
     def space_name(self) -> str:
         """The targeted space, as `cf allow-space-ssh` wants it."""
         return "SPACE"

@@ -7,7 +7,10 @@ for a terminal. Credentials come only from the environment (CF_USERNAME, CF_PASS
 
 from __future__ import annotations
 
+import base64
+import binascii
 import getpass
+import json
 import os
 import re
 import shutil
@@ -153,6 +156,10 @@ class CFTarget(Target):
         routes = self.routes(app)
         return routes[0].partition("/")[0] if routes else self.api
 
+    def admin_scopes(self) -> tuple[bool | None, list[str]]:
+        scopes = _token_scopes(self.cf("oauth-token", echo=False, quiet=True).output)
+        return ADMIN_SCOPE in scopes, scopes
+
     def install_buildpack(self, directory: Path, name: str, manifest: Path) -> str:
         """A real Cloud Foundry only takes admin buildpack names or git/http URLs in `buildpacks:`,
         so the directory becomes (or updates) the admin buildpack `name`: `cf create-buildpack NAME
@@ -185,3 +192,21 @@ class CFTarget(Target):
         return (f"cf ({self.api}, org {self.org}, space {self.space}); the kit keeps its cf session in "
                 f"CF_HOME={self.cf_home}, leaving your own ~/.cf alone. To use that session in a terminal: "
                 f"{self.export_line()}")
+
+
+ADMIN_SCOPE = "cloud_controller.admin"
+
+
+def _token_scopes(output: str) -> list[str]:
+    """The `scope` claim of the JWT that `cf oauth-token` prints (`bearer <jwt>`), unverified: it
+    is only read to tell the learner early what Cloud Controller would refuse later."""
+    token = output.strip().splitlines()[-1].split()[-1] if output.strip() else ""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise TargetError(f"`cf oauth-token` printed no token ({output.strip()[:200]!r}): log in again.")
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        raise TargetError("`cf oauth-token` printed a token that is not a JWT: log in again.") from None
+    scopes = claims.get("scope") or []
+    return [str(s) for s in scopes] if isinstance(scopes, list) else str(scopes).split()
