@@ -356,27 +356,27 @@ def test_with_overrides_checks_values_and_sidecar_memory():
         app.with_overrides(colour="blue")
 
 
-def test_to_dict_is_json_complete_and_round_trips():
+def test_wire_shape_is_json_complete_and_round_trips():
     for name in ("full.yml", "sidecar-app.yml"):
         app = mf.load(FIXTURES / name).apps[0]
-        data = app.to_dict()
+        data = mf.to_wire(app)
         assert list(data) == [
             "name", "path", "buildpacks", "stack", "command", "memory", "disk_quota", "instances",
             "health_check_type", "health_check_http_endpoint", "timeout", "health_check_invocation_timeout",
             "env", "processes", "sidecars", "routes", "random_route", "no_route", "default_route",
         ]
-        again = AppManifest.from_dict(json.loads(json.dumps(data)))
+        again = mf.from_wire(json.loads(json.dumps(data)))
         assert again == app
-        assert again.to_dict() == data
+        assert mf.to_wire(again) == data
     assert data["sidecars"] == [{"name": "config-server", "command": "./config-server",
                                  "process_types": ["web"], "memory": 32}]
     assert data["path"] == str(FIXTURES)
 
 
-def test_from_dict_tolerates_missing_keys():
-    app = AppManifest.from_dict({"name": "bare"})
+def test_from_wire_tolerates_missing_keys():
+    app = mf.from_wire({"name": "bare"})
     assert app == AppManifest(name="bare")
-    assert app.to_dict()["routes"] is None and app.to_dict()["env"] == {}
+    assert mf.to_wire(app)["routes"] is None and mf.to_wire(app)["env"] == {}
 
 
 def test_route_spec_parts():
@@ -414,4 +414,4 @@ def test_wire_shape_is_the_typed_dict_and_round_trips() -> None:
     assert json.loads(json.dumps(mf.manifest_to_wire(m.apps))) == {"applications": [wire]}
     assert mf.from_wire(json.loads(json.dumps(wire))) == m.apps[0]
     assert mf.manifest_from_wire({"applications": [wire]}) == m.apps
-    assert m.apps[0].to_dict() == wire and mf.AppManifest.from_dict(wire) == m.apps[0]
+    assert mf.to_wire(m.apps[0]) == wire and mf.from_wire(wire) == m.apps[0]

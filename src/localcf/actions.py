@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import manifest as manifest_mod
 from .appbits import zip_app_dir
+from .buildpacks import is_url
 from .client import Client, ClientError
 from .constants import DEFAULT_DOMAIN, DEFAULT_HEALTH_TIMEOUT, SPACE_GUID
 from .jsondoc import JsonObject
@@ -133,7 +134,6 @@ def scale(c: Client, proc: JsonObject, changes: JsonObject) -> None:
 
 def resolve_buildpack_refs(refs: list[str], base: Path) -> list[str]:
     """Local buildpack directories and zips become absolute paths the daemon can read."""
-    from .buildpacks import is_url
 
     out = []
     for ref in refs:
@@ -150,7 +150,6 @@ def resolve_buildpack_refs(refs: list[str], base: Path) -> list[str]:
 
 def check_buildpacks_exist(c: Client, m: manifest_mod.Manifest | None, app_index: int, refs: list[str]) -> None:
     """The unknown-buildpack error, with the manifest's file and line when it came from one."""
-    from .buildpacks import is_url
 
     for ref in refs:
         if ref in ("default", "null", "") or is_url(ref) or os.path.isabs(ref):

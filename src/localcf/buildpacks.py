@@ -14,6 +14,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -307,7 +308,6 @@ def _add_to_zip(zf: zipfile.ZipFile, path: Path, arcname: str) -> None:
 
 
 def _zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:
-    import time
 
     t = time.localtime(max(mtime, 315532800))  # zip dates start in 1980
     return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)

@@ -598,7 +598,7 @@ class Controller:
         try:
             if content_type.startswith("application/json"):
                 payload = json.loads(body)
-                apps = [manifest_mod.AppManifest.from_dict(a) for a in payload.get("applications") or []]
+                apps = [manifest_mod.from_wire(a) for a in payload.get("applications") or []]
             else:
                 apps = manifest_mod.loads(body.decode("utf-8", "replace"), source="manifest",
                                           base_dir=".", check_paths=False).apps

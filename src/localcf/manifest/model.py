@@ -335,21 +335,6 @@ class AppManifest:
             )
         return app
 
-    # -- the shape both sides of the API share (see `wire`)
-
-    def to_dict(self) -> JsonObject:
-        """This app as the `apply_manifest` JSON (`wire.to_wire`); kept under its old name."""
-        from .wire import to_wire
-
-        return dict(to_wire(self))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AppManifest:
-        """The inverse of `to_dict` (`wire.from_wire`; missing keys take their defaults)."""
-        from .wire import from_wire
-
-        return from_wire(data)
-
     # -- the default route
 
     def default_route_host(self) -> str:
