@@ -19,6 +19,7 @@ from pathlib import Path
 from . import environment as envmod
 from .constants import CELL_ID  # noqa: E402,F401  (re-exported)
 from .controller import Controller
+from .polling import PollTimeout, poll_until
 from .records import Actor, App, CrashPayload, InstanceStats, JsonObject, Process
 from .router.routes import Backend, build_routes, match_route
 from .runtime import Container, ContainerError, ContainerSpec, ProcessDef, Runtime
@@ -255,27 +256,33 @@ class Cell:
         timeout = proc.health_check_timeout or 60
         invocation = proc.health_check_invocation_timeout or 1
         endpoint = proc.health_check_endpoint or "/"
-        deadline = time.monotonic() + timeout
-        delay = 0.02
-        while time.monotonic() < deadline:
+
+        def attempt() -> str | None:
+            """"healthy", "gone" (stopped, crashed or replaced meanwhile: nothing more to do), or None."""
             if inst.stopping or inst.state == "CRASHED" or not self._current(inst):
-                return
+                return "gone"
             if kind == "process":
                 ok = bool(container.running())
             elif kind == "http":
                 ok = container.http_ok(container.port, endpoint, timeout=invocation)
             else:
                 ok = container.port_open(container.port, timeout=invocation)
-            if ok:
-                with self._lock:
-                    if inst.stopping or inst.state == "CRASHED":
-                        return
-                    inst.state, inst.since = "RUNNING", time.time()
-                    self._gen += 1
-                self._emit(inst, "CELL", "OUT", "Container became healthy")
-                return
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.2)
+            return "healthy" if ok else None
+
+        try:
+            outcome = poll_until(attempt, timeout=timeout, interval=0.02, backoff=1.5, max_interval=0.2)
+        except PollTimeout:
+            outcome = None
+        if outcome == "gone":
+            return
+        if outcome == "healthy":
+            with self._lock:
+                if inst.stopping or inst.state == "CRASHED":
+                    return
+                inst.state, inst.since = "RUNNING", time.time()
+                self._gen += 1
+            self._emit(inst, "CELL", "OUT", "Container became healthy")
+            return
         what = {"http": f"Failed to make HTTP request to '{endpoint}' on port {8080}",
                 "process": "Process exited", "port": f"Failed to make TCP connection to port {8080}"}[kind]
         self._emit(inst, "CELL", "ERR", f"Timed out after {_duration(timeout)}: health check never passed.")

@@ -7,6 +7,7 @@ it is answered. On start, every app whose desired state is STARTED is brought ba
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -26,6 +27,7 @@ import requests
 
 from .jsondoc import JsonObject
 from .paths import StateDir
+from .polling import PollTimeout, poll_until
 
 if TYPE_CHECKING:  # the daemon's parts are imported when wired: the client need not load them
     from .cell import Cell
@@ -129,14 +131,22 @@ def _log_size(log: Path) -> int:
         return 0
 
 
+def _answering(state: StateDir, pid: int | None = None) -> JsonObject | None:
+    """The endpoint of the daemon (of `pid`, if given) if it answers now, else None."""
+    ep = read_endpoint(state)
+    return ep if ep and (pid is None or ep.get("pid") == pid) and is_running(state) else None
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
 def _wait_running(state: StateDir, deadline: float, pid: int | None = None) -> JsonObject | None:
     """The endpoint of the daemon (of `pid`, if given) once it answers, or None at the deadline."""
-    while time.monotonic() < deadline:
-        ep = read_endpoint(state)
-        if ep and (pid is None or ep.get("pid") == pid) and is_running(state):
-            return ep
-        time.sleep(0.02)
-    return None
+    try:
+        return poll_until(lambda: _answering(state, pid), timeout=_left(deadline), interval=0.02)
+    except PollTimeout:
+        return None
 
 
 def _prepare(state: StateDir) -> StateDir:
@@ -166,15 +176,17 @@ def start(state: StateDir | None = None, timeout: float = START_TIMEOUT) -> Json
     deadline = time.monotonic() + timeout
     lock_fd = os.open(state.start_lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        while True:
+
+        def our_turn() -> bool:
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                return True
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise DaemonError(f"another `localcf start` on {state.root} did not finish within "
-                                      f"{timeout:.0f}s; see {state.daemon_log}") from None
-                time.sleep(0.02)
+                return False
+
+        poll_until(our_turn, timeout=_left(deadline), interval=0.02, on_timeout=lambda: DaemonError(
+            f"another `localcf start` on {state.root} did not finish within {timeout:.0f}s; "
+            f"see {state.daemon_log}"))
         ep = is_running(state)
         if ep:
             return ep
@@ -198,7 +210,8 @@ def _spawn(state: StateDir, deadline: float, timeout: float) -> JsonObject:
     with open(state.daemon_log, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "localcf.daemon"], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, env=env, start_new_session=True, close_fds=True)
-    while time.monotonic() < deadline:
+
+    def answered() -> JsonObject | None:
         if proc.poll() is not None:
             if proc.returncode == EXIT_LOCKED:
                 # another daemon (one started by hand) got the state dir first: use it once it answers
@@ -208,12 +221,11 @@ def _spawn(state: StateDir, deadline: float, timeout: float) -> JsonObject:
             raise DaemonError(f"localcf daemon exited with status {proc.returncode} while starting:\n"
                               f"{_log_since(state.daemon_log, offset)}\n"
                               f"(its log is {state.daemon_log})")
-        ep = read_endpoint(state)
-        if ep and ep.get("pid") == proc.pid and is_running(state):
-            return ep
-        time.sleep(0.02)
-    raise DaemonError(f"localcf daemon (pid {proc.pid}) did not answer within {timeout:.0f}s; what it wrote:\n"
-                      f"{_log_since(state.daemon_log, offset)}\n(its log is {state.daemon_log})")
+        return _answering(state, proc.pid)
+
+    return poll_until(answered, timeout=_left(deadline), interval=0.02, on_timeout=lambda: DaemonError(
+        f"localcf daemon (pid {proc.pid}) did not answer within {timeout:.0f}s; what it wrote:\n"
+        f"{_log_since(state.daemon_log, offset)}\n(its log is {state.daemon_log})"))
 
 
 def stop(state: StateDir | None = None, timeout: float = STOP_TIMEOUT) -> bool:
@@ -225,9 +237,8 @@ def stop(state: StateDir | None = None, timeout: float = STOP_TIMEOUT) -> bool:
         return False
     pid = ep["pid"]
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and pid_alive(pid):
-        time.sleep(0.05)
+    with contextlib.suppress(PollTimeout):
+        poll_until(lambda: not pid_alive(pid), timeout=timeout, interval=0.05)
     if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
     state.endpoint_file.unlink(missing_ok=True)

@@ -5,6 +5,9 @@ pause between tries, the deadline and the give-up are decided once::
 
     stats = poll_until(lambda: running_or_none(), timeout=60, interval=0.05)
 
+The pause is `interval`, or, with `backoff` above 1, grows by that factor after each try up to
+`max_interval` (a health check that tries often at first and less often later).
+
 `check` returns a *truthy* value when the wait is over (that value is returned), or a falsy one to
 try again. It may also raise, which ends the wait with its exception (a crash seen while waiting
 for a start, say). When the deadline passes, `poll_until` raises `on_timeout()` if given, else
@@ -35,12 +38,15 @@ def poll_until(
     interval: float = 0.05,
     what: str = "the condition",
     on_timeout: Callable[[], BaseException] | None = None,
+    backoff: float = 1.0,
+    max_interval: float | None = None,
 ) -> T:
     """Call `check` until it returns something truthy, and return that.
 
-    `timeout` in seconds (None waits for ever); `interval` is the pause between tries. The check is
-    always made at least once, and once more at the deadline, so a slow machine that wakes up late
-    still sees a condition that has come true.
+    `timeout` in seconds (None waits for ever); `interval` is the first pause between tries, each
+    next one `backoff` times longer, at most `max_interval` (default: no bound). The check is always
+    made at least once, and once more at the deadline, so a slow machine that wakes up late still
+    sees a condition that has come true.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     last: T | None = None
@@ -52,6 +58,9 @@ def poll_until(
             break
         pause = interval if deadline is None else min(interval, max(0.0, deadline - time.monotonic()))
         time.sleep(pause)
+        interval *= backoff
+        if max_interval is not None:
+            interval = min(interval, max_interval)
     if on_timeout is not None:
         raise on_timeout()
     raise PollTimeout(what, timeout or 0, last)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+from ..polling import PollTimeout, poll_until
 from ..sidecar import project_root
 from .errors import BlobStoreError
 
@@ -173,17 +174,21 @@ def start(state_dir: Path | None = None, owner_pid: int | None = _CALLER) -> Ser
         if launcher.returncode != 0:
             raise BlobStoreError(f"The embedded S3 server did not start (exit {launcher.returncode}):\n"
                                  f"{_tail(log_path)}")
-        deadline = time.monotonic() + _START_DEADLINE
-        while time.monotonic() < deadline:
+
+        def not_up() -> BlobStoreError:
+            return BlobStoreError(f"The embedded S3 server did not come up within {_START_DEADLINE:.0f}s. Its "
+                                  f"log ({log_path}) ends with:\n{_tail(log_path)}")
+
+        def came_up() -> ServerStatus | None:
             running = status(directory)
             if running is not None:
                 return ServerStatus(running.state_dir, running.pid, running.port, running.owner_pid, started=True)
             pid = _read_int(directory / _PID_FILE)
             if pid is not None and not _is_our_server(pid, directory):
-                break
-            time.sleep(0.05)
-        raise BlobStoreError(f"The embedded S3 server did not come up within {_START_DEADLINE:.0f}s. Its log "
-                             f"({log_path}) ends with:\n{_tail(log_path)}")
+                raise not_up()
+            return None
+
+        return poll_until(came_up, timeout=_START_DEADLINE, interval=0.05, on_timeout=not_up)
 
 
 def stop(state_dir: Path | None = None) -> bool:
@@ -217,15 +222,12 @@ def stop_if_mine(state_dir: Path | None = None) -> bool:
 def _terminate(pid: int, directory: Path) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + _STOP_DEADLINE
-    while time.monotonic() < deadline:
-        if not _is_our_server(pid, directory):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    while _is_our_server(pid, directory) and _alive(pid):
-        time.sleep(0.05)
+    try:
+        poll_until(lambda: not _is_our_server(pid, directory), timeout=_STOP_DEADLINE, interval=0.05)
+    except PollTimeout:  # it ignored SIGTERM
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        poll_until(lambda: not (_is_our_server(pid, directory) and _alive(pid)), timeout=None, interval=0.05)
 
 
 def _alive(pid: int) -> bool:

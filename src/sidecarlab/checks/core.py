@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
+from ..polling import PollTimeout, poll_until
 from ..targets import Target, TargetError
 
 __all__ = [
@@ -144,13 +144,14 @@ def short(text: str, limit: int = 300) -> str:
 
 
 def poll(deadline: float, probe: Callable[[], Any]) -> Any:
-    """Call `probe` until it returns something truthy or `deadline` seconds pass; its last value."""
-    end = time.monotonic() + deadline
-    while True:
-        value = probe()
-        if value or time.monotonic() >= end:
-            return value
-        time.sleep(POLL_SECONDS)
+    """Call `probe` until it returns something truthy or `deadline` seconds pass; its last value.
+
+    The checks' way of waiting: `poll_until` every POLL_SECONDS, where running out of time is no
+    error but the (falsy) answer, for the check to word its failure."""
+    try:
+        return poll_until(probe, timeout=deadline, interval=POLL_SECONDS)
+    except PollTimeout as timed_out:
+        return timed_out.last
 
 
 # The private names the check modules used before the split.

@@ -4,12 +4,12 @@ run in one container, the sidecar's port is private, logs, crashes and recovery,
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 import requests
 
+from ..polling import PollTimeout, poll_until
 from ..targets import Event, HttpResponse, Instance, LogLine, Target, TargetError
 from .core import DEFAULT_DEADLINE, check, fail
 from .core import poll as _poll
@@ -276,13 +276,10 @@ def _config_requests_logged(target: Target, app: str, sidecar: str = "config-ser
 
 
 def _wait_for_more_config_requests(target: Target, app: str, before: int, wait: float = 2.0) -> bool:
-    deadline = time.monotonic() + wait
-    while True:
-        if _config_requests_logged(target, app) > before:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
+    try:
+        return poll_until(lambda: _config_requests_logged(target, app) > before, timeout=wait, interval=0.2)
+    except PollTimeout:
+        return False
 
 
 def _json_or_none(text: str) -> Any:

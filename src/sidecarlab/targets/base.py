@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..net import free_port
+from ..polling import poll_until
 from ..sidecar import host_goarch
 from .errors import ApiError, CommandError, SshNotAllowed, TargetError, api_errors, ssh_refusal
 
@@ -397,27 +397,28 @@ class Target(ABC):
         with tempfile.TemporaryFile("w+") as log:
             proc = subprocess.Popen(self._argv(args), stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=self._env())
+            def listening() -> bool:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    said = _ANSI.sub("", log.read())
+                    refused = ssh_refusal(said)
+                    if refused:
+                        raise SshNotAllowed(shown, refused, app, self.space_name())
+                    raise CommandError(shown, proc.returncode, said,
+                                       hint="The tunnel ended before it accepted a connection.")
+                try:
+                    with socket.create_connection(("127.0.0.1", local), timeout=1):
+                        return True
+                except OSError:
+                    return False
+
+            def not_listening() -> CommandError:
+                log.seek(0)
+                return CommandError(shown, -1, log.read(),
+                                    hint=f"The tunnel did not listen on port {local} within {deadline:.0f}s.")
+
             try:
-                end = time.monotonic() + deadline
-                while True:
-                    if proc.poll() is not None:
-                        log.seek(0)
-                        said = _ANSI.sub("", log.read())
-                        refused = ssh_refusal(said)
-                        if refused:
-                            raise SshNotAllowed(shown, refused, app, self.space_name())
-                        raise CommandError(shown, proc.returncode, said,
-                                           hint="The tunnel ended before it accepted a connection.")
-                    try:
-                        with socket.create_connection(("127.0.0.1", local), timeout=1):
-                            break
-                    except OSError:
-                        if time.monotonic() > end:
-                            log.seek(0)
-                            raise CommandError(shown, -1, log.read(),
-                                               hint=f"The tunnel did not listen on port {local} "
-                                                    f"within {deadline:.0f}s.") from None
-                        time.sleep(0.1)
+                poll_until(listening, timeout=deadline, interval=0.1, on_timeout=not_listening)
                 yield local
             finally:
                 if proc.poll() is None:
