@@ -494,4 +494,9 @@ def localcf_info(req: Request) -> Any:
 
 
 # resources kept in modules of their own register their routes when imported
-from . import api_security_groups  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    api_cfcli,
+    api_security_groups,  # noqa: E402,F401
+    entry,
+    logcache,
+)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from . import blobs
 from . import manifest as manifest_mod
+from .applog import api_line
 from .buildpacks import is_url, zip_dir
 from .logstream import LogStream
 from .paths import StateDir
@@ -544,12 +545,16 @@ class Controller:
     def audit(self, etype: str, app: App, data: JsonObject, actor: Actor | None = None) -> AuditEvent:
         """Record an audit event about `app`; the actor is the user unless given (crashes: the app
         or the process). `data` is the event's metadata, JSON as Cloud Controller records it."""
-        return self.store.insert(AuditEvent(
+        rec = self.store.insert(AuditEvent(
             app_guid=app.guid, type=etype,
             actor=actor or Actor(guid=USER_GUID, type="user", name=USER_NAME),
             target=Actor(guid=app.guid, type="app", name=app.name),
             data=data,
         ))
+        line = api_line(etype, app.guid, data)  # Cloud Controller also logs app events to the app's stream
+        if line:
+            self.logs.emit(app.guid, "API", 0, "OUT", line)
+        return rec
 
     def events(self, app_guids: list[str] | None = None, types: list[str] | None = None) -> list[AuditEvent]:
         if app_guids and len(app_guids) == 1:

@@ -380,6 +380,9 @@ class Daemon:
         self.stager.resume_interrupted()
         self.seed_buildpacks()
         self.api.serve_in_thread()
+        from . import sshproxy, uaa  # Cloud Foundry's own cf CLI: its password, its ssh proxy
+        uaa.password(self.state)
+        self.ssh_proxy = sshproxy.start_for(self.controller)
         self.router.serve_in_thread()
         self.cell.start()
         ep = {"pid": os.getpid(), "api_port": self.api.server_address[1],
@@ -395,6 +398,9 @@ class Daemon:
         self.shutdown()
 
     def shutdown(self) -> None:
+        proxy = getattr(self, "ssh_proxy", None)
+        if proxy is not None:
+            proxy.stop()
         self.cell.shutdown()
         self.router.shutdown()
         self.api.shutdown()

@@ -62,6 +62,10 @@ def status() -> None:
     click.echo(f"localcf is running: pid {ep['pid']}, API {info['api_url']}, state dir {state.root}")
     if info.get("router_port"):
         click.echo(f"router: http://<app>.apps.localhost:{info['router_port']}  runtime: {info.get('runtime')}")
+    password_file = state.root / "uaa-password"  # written by the daemon: Cloud Foundry's cf CLI logs in with it
+    if password_file.is_file():
+        click.echo(f"cf CLI: cf api {info['api_url']} && cf auth admin {password_file.read_text().strip()}  "
+                   f"(password in {password_file})")
     if info.get("runtime_notice"):
         click.echo(f"Notice: {info['runtime_notice']}")
 
