@@ -249,6 +249,29 @@ def _check_lines(nb: Any) -> tuple[list[str], list[str]]:
     return passed, skipped
 
 
+def notebook_parameters(path: Path) -> list[str]:
+    """The names in a notebook's `parameters` cell, as papermill finds them."""
+    import papermill
+
+    return list(papermill.inspect_notebook(str(path)))
+
+
+def check_parameters(notebooks: Sequence[Path], given: Mapping[str, Any]) -> None:
+    """Refuse a parameter none of `notebooks` has (papermill would inject it unread), naming the
+    known ones, before anything runs."""
+    known: dict[str, list[str]] = {}
+    for notebook in notebooks:
+        for name in notebook_parameters(notebook):
+            known.setdefault(name, []).append(notebook.stem[:2])
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        listed = ", ".join(sorted(known))
+        raise TutorialError(
+            f"Unknown notebook parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: "
+            f"the notebooks to run ({', '.join(n.stem for n in notebooks)}) take {listed}. "
+            "Check the spelling after -p.")
+
+
 def run_notebook(path: Path, output: Path, parameters: Mapping[str, Any], kernel: str,
                  progress: bool = True, timeout: float | None = None) -> NotebookResult:
     """Execute one notebook with papermill; never raises for a failing cell (see the result)."""
@@ -295,6 +318,7 @@ def run(
     out_dir = Path(out_dir) if out_dir else default_out_dir()
     notebooks = find_notebooks(parts, notebooks_dir)
     parameters = load_params(target, notebooks_dir / "params")
+    check_parameters(notebooks, params or {})
     parameters.update(params or {})
     jupyter_dir = out_dir / "jupyter"
     kernel = ensure_kernel(jupyter_dir)
