@@ -25,8 +25,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src
 	$(VENV)/bin/mypy
 
+# extra JupyterLab arguments: make lab LAB_ARGS="--port 8899 --no-browser"; as root, --allow-root is added
+LAB_ARGS ?=
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/
 
 clean:
 	rm -rf build .pytest_cache
