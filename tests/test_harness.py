@@ -271,7 +271,17 @@ def test_a_buildpack_with_a_wrong_checksum_fails_with_the_mismatch(tmp_path: Pat
         out = run_integration(broken, tmp_path, "greets", env=dict(os.environ))
     finally:
         blobstore.stop_if_mine()
-    assert "1 failed, 1 error" in out, out
+    assert "1 failed" in out and "1 error" in out, out
     assert "claim failed: GET / answers 200 with a body containing" in out
     assert f"**ERROR** dependency sha256 mismatch: expected sha256 {wrong}, actual sha256 {uploaded.sha256}" in out
     assert f"dependency sha256 mismatch: expected sha256 {wrong}" in out.split("ERROR at setup")[-1]
+
+
+def test_air_gapped_deploys_are_skipped_with_the_reason_in_process_mode(tmp_path: Path) -> None:
+    env = dict(os.environ, LOCALCF_RUNTIME="process")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "buildpack/integration", "-n", "0", "-p", "no:cacheprovider",
+                           "--basetemp", str(tmp_path / "basetemp"), "-k", "egress", "-rs", "-q"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "2 skipped" in out, out
+    assert "staging cannot be air-gapped on local: localcf runs apps as plain processes (runtime mode `process`)" in out
