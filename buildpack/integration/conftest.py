@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from sidecarlab import blobstore, packager, sidecar, tutorial
-from sidecarlab.testing import Deployment, DeployFailed, Platform
+from sidecarlab.testing import DeployFailed, Deployment, Platform
 from sidecarlab.testing.plugin import cf_settings
 
 BUILDPACK = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sidecarlab.testing import (
-    Deployment,
     DeployFailed,
+    Deployment,
     Platform,
     answers,
     sidecar_registered,
