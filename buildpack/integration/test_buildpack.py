@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sidecarlab.testing import (
     DeployFailed,
     Deployment,
@@ -19,6 +21,10 @@ from sidecarlab.testing import (
 )
 
 from .conftest import FINAL_BUILDPACK, Installed
+
+# One worker runs the whole suite under `pytest -n N --dist loadgroup` (make test): one platform, each
+# package built and installed once.
+pytestmark = pytest.mark.xdist_group("buildpack-integration")
 
 # The sample app's answers (fixtures/app-using-config-server/app.py) and its sidecar's configuration.
 GREETING = "Hi, I'm an app with a sidecar!"

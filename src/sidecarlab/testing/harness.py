@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from ..checks.parts_2_3 import staging_log as _staging_log
-from ..part4 import PUBLIC_NETWORKS, staging_groups_opening_egress
+from ..part4 import staging_groups_opening_egress
 from ..targets import CommandResult, HttpResponse, LogLine, Target, TargetError
 
 __all__ = [
@@ -278,7 +278,3 @@ class Platform:
         finally:
             for group in unbound:
                 self.target.cf("bind-staging-security-group", group, echo=False, quiet=True)
-
-
-# What a usual cf-deployment names its public staging group (re-exported for suites that check it).
-PUBLIC_STAGING_GROUP = PUBLIC_NETWORKS
