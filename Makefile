@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 tutorial: $(STAMP)
 	$(VENV)/bin/sidecarlab run
 
+# tests/ and buildpack/integration (pyproject's testpaths); loadgroup keeps the integration suite on one
+# worker, so it starts one platform and builds each package once
 test: lint
-	$(PY) -m pytest -n 2
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 # ruff (lint) and mypy (types) on src/, as configured in pyproject.toml
 lint: $(STAMP)
