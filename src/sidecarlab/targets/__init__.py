@@ -45,6 +45,7 @@ def target_from_params(
     cf_org: str | None = None,
     cf_space: str | None = None,
     cf_skip_ssl_validation: bool = False,
+    cf_apps_url: str | None = None,
     localcf_home: str | None = None,
     cf_home: str | None = None,
     **_other_params: Any,
@@ -60,7 +61,7 @@ def target_from_params(
         return LocalTarget(home=Path(localcf_home) if localcf_home else None)
     if kind == "cf":
         return CFTarget(cf_api or "", cf_org or "", cf_space or "", skip_ssl_validation=cf_skip_ssl_validation,
-                        cf_home=Path(cf_home) if cf_home else default_cf_home())
+                        cf_home=Path(cf_home) if cf_home else default_cf_home(), apps_url=cf_apps_url or "")
     raise TargetError(
         f"Unknown target {target!r}: the `target` parameter must be 'local' (the embedded "
         "Cloud Foundry) or 'cf' (a real foundation). Fix it in the notebook's parameters cell "
