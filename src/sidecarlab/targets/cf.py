@@ -100,7 +100,7 @@ class CFTarget(Target):
     def space_name(self) -> str:
         return self.space
 
-    def _prepare(self) -> None:
+    def _check_credentials(self) -> None:
         missing = [v for v in ("CF_USERNAME", "CF_PASSWORD") if not os.environ.get(v)]
         if missing:
             raise TargetError(
@@ -108,6 +108,9 @@ class CFTarget(Target):
                 "(never in notebook parameters). Export them before starting Jupyter or "
                 "`sidecarlab run`, e.g. `export CF_USERNAME=... CF_PASSWORD=...`."
             )
+
+    def _prepare(self) -> None:
+        self._check_credentials()
         self.cf_home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._prepared = True  # the login verbs below must not recurse into prepare()
         try:
