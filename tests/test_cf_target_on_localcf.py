@@ -152,9 +152,15 @@ def test_local_cli_auto_says_which_client_runs(tmp_path: Path, monkeypatch: pyte
     from sidecarlab.targets import LocalCFWithCLI, LocalTarget, TargetError, target_from_params
     monkeypatch.setenv("SIDECARLAB_WORK", str(tmp_path / "work"))
     monkeypatch.setenv("PATH", f"{CF_DIR}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("HOME", str(tmp_path / "learner"))
+    monkeypatch.delenv("CF_HOME", raising=False)
+    (tmp_path / "learner").mkdir()
     found = target_from_params(target="local", local_cli="auto", localcf_home=str(tmp_path / "lcf"))
     assert isinstance(found, LocalCFWithCLI)
     assert "driven by the real cf CLI (local_cli='auto' and the cf CLI is installed" in found.describe()
+    # Asking the cf CLI its version wrote into the kit's CF_HOME, not the learner's ~/.cf.
+    assert list((tmp_path / "learner").iterdir()) == []
+    assert (found.cf_home / ".cf" / "config.json").is_file()
     monkeypatch.setenv("PATH", str(tmp_path / "no-cf-here"))
     plain = target_from_params(target="local", local_cli="auto", localcf_home=str(tmp_path / "lcf"))
     assert type(plain) is LocalTarget

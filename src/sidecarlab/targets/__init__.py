@@ -66,11 +66,12 @@ def target_from_params(
     kind = (target or "").strip().lower()
     if kind == "local":
         local = LocalTarget(home=Path(localcf_home) if localcf_home else None)
-        client, why = choose_local_cli(local_cli)
+        home = Path(cf_home) if cf_home else local_cf_home()
+        client, why = choose_local_cli(local_cli, cf_home=home)
         if client == "localcf":
             local.client_choice = why
             return local
-        return LocalCFWithCLI(local, why=why, cf_home=Path(cf_home) if cf_home else local_cf_home())
+        return LocalCFWithCLI(local, why=why, cf_home=home)
     if kind == "cf":
         return CFTarget(cf_api or "", cf_org or "", cf_space or "", skip_ssl_validation=cf_skip_ssl_validation,
                         cf_home=Path(cf_home) if cf_home else default_cf_home(), apps_url=cf_apps_url or "")

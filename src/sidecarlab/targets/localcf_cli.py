@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -35,13 +36,16 @@ def local_cf_home() -> Path:
     return work_root() / "cf-home" / f"localcf-{getpass.getuser()}"
 
 
-def _usable_cf(cf_binary: str) -> str | None:
+def _usable_cf(cf_binary: str, cf_home: Path) -> str | None:
     """Why the cf CLI cannot drive localcf, or None when it can (on PATH, v7 or later)."""
     found = shutil.which(cf_binary)
     if not found:
         return f"no {cf_binary!r} on PATH"
+    # Even `cf version` writes a config.json into CF_HOME (else ~/.cf): the kit's own, never the learner's.
+    cf_home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    env = dict(os.environ, CF_HOME=str(cf_home))
     try:
-        out = subprocess.run([found, "version"], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run([found, "version"], capture_output=True, text=True, timeout=30, env=env).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         return f"`{found} version` failed ({exc})"
     version = _VERSION.search(out)
@@ -50,7 +54,7 @@ def _usable_cf(cf_binary: str) -> str | None:
     return None
 
 
-def choose_local_cli(local_cli: str, cf_binary: str = "cf") -> tuple[str, str]:
+def choose_local_cli(local_cli: str, cf_binary: str = "cf", cf_home: Path | None = None) -> tuple[str, str]:
     """("cf" or "localcf", why): the client the local target runs for the `local_cli` parameter."""
     choice = (local_cli or "auto").strip().lower()
     if choice not in LOCAL_CLIS:
@@ -59,7 +63,7 @@ def choose_local_cli(local_cli: str, cf_binary: str = "cf") -> tuple[str, str]:
                           "Fix it in the notebook's parameters cell or pass -p local_cli auto.")
     if choice == "localcf":
         return "localcf", "local_cli='localcf'"
-    problem = _usable_cf(cf_binary)
+    problem = _usable_cf(cf_binary, cf_home or local_cf_home())
     if choice == "cf":
         if problem:
             raise TargetError(f"local_cli='cf' needs the cf CLI v{MIN_CLI_MAJOR} or later: {problem}. Install "
