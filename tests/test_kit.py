@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -605,3 +606,40 @@ def test_run_rejects_an_unknown_part_with_the_list(tmp_path: Path) -> None:
                            str(tmp_path / "b")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "No notebook matches '99'" in proc.stderr and "07-tiny" in proc.stderr
+
+
+class Routed(CFTarget):
+    """A CFTarget whose apps have the given routes (what `cf curl /v3/apps/GUID/routes` would list)."""
+
+    def __init__(self, *args: Any, routes: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._routes = routes
+
+    def routes(self, app: str) -> list[str]:
+        return self._routes
+
+
+def test_cf_apps_url_overrides_the_https_route_url() -> None:
+    def made(routes: list[str], apps_url: str = "") -> CFTarget:
+        return Routed("https://api.example.com", "o", "s", routes=routes, apps_url=apps_url)
+
+    assert made(["myapp.apps.example.com"]).app_url("myapp") == "https://myapp.apps.example.com"
+    assert made(["myapp.apps.example.com/v1"]).app_url("myapp") == "https://myapp.apps.example.com/v1"
+    assert made(["myapp.dev.cfdev.sh"], "http://{route}:61080").app_url("myapp") == "http://myapp.dev.cfdev.sh:61080"
+    assert made(["myapp.apps.localhost/v1"], "http://{route}:8080").app_url("myapp") == \
+        "http://myapp.apps.localhost:8080/v1"
+    target = target_from_params(target="cf", cf_api="https://api.example.com", cf_org="o", cf_space="s",
+                                cf_apps_url="http://{route}:61080")
+    assert isinstance(target, CFTarget) and target.apps_url == "http://{route}:61080"
+    # The route host of a .localhost domain is the loopback, seen from outside the container.
+    assert made(["myapp.apps.localhost"]).outside_host("myapp") == "127.0.0.1"
+    assert made(["myapp.apps.example.com"]).outside_host("myapp") == "myapp.apps.example.com"
+
+
+@pytest.mark.parametrize("template", ["http://myapp:61080", "ftp://{route}", "http://{route}:{port}",
+                                      "http://{route", "{route}:61080"])
+def test_a_bad_cf_apps_url_says_what_it_must_look_like(template: str) -> None:
+    with pytest.raises(TargetError) as info:
+        target_from_params(target="cf", cf_api="https://api.example.com", cf_org="o", cf_space="s",
+                           cf_apps_url=template)
+    assert f"cf_apps_url {template!r}" in str(info.value) and "http://{route}:61080" in str(info.value)

@@ -18,6 +18,7 @@ from .base import CommandResult, Event, HttpResponse, Instance, Isolation, LogLi
 from .cf import CFTarget, default_cf_home
 from .errors import ApiError, CommandError, SshNotAllowed, TargetError
 from .local import LocalTarget
+from .localcf_cli import LOCAL_CLIS, LocalCFWithCLI, choose_local_cli, local_cf_home
 
 __all__ = [
     "ApiError",
@@ -25,15 +26,19 @@ __all__ = [
     "CommandError",
     "CommandResult",
     "Event",
+    "LOCAL_CLIS",
     "HttpResponse",
     "Instance",
     "Isolation",
+    "LocalCFWithCLI",
     "LocalTarget",
     "LogLine",
     "SshNotAllowed",
     "Target",
     "TargetError",
+    "choose_local_cli",
     "default_cf_home",
+    "local_cf_home",
     "parse_log_line",
     "target_from_params",
 ]
@@ -45,22 +50,31 @@ def target_from_params(
     cf_org: str | None = None,
     cf_space: str | None = None,
     cf_skip_ssl_validation: bool = False,
+    cf_apps_url: str | None = None,
     localcf_home: str | None = None,
     cf_home: str | None = None,
+    local_cli: str = "localcf",
     **_other_params: Any,
 ) -> Target:
     """The Target a notebook's parameters name.
 
     Extra parameters (app_name, config_server_port, ...) are accepted and ignored, so a notebook
     can pass all of its parameters. The cf target gets the kit's own CF_HOME (`default_cf_home()`)
-    unless `cf_home` names another.
+    unless `cf_home` names another. The local target runs localcf's own verbs, or with
+    `local_cli` "cf" (or "auto" where a cf CLI v7+ is installed) the real cf CLI against localcf.
     """
     kind = (target or "").strip().lower()
     if kind == "local":
-        return LocalTarget(home=Path(localcf_home) if localcf_home else None)
+        local = LocalTarget(home=Path(localcf_home) if localcf_home else None)
+        home = Path(cf_home) if cf_home else local_cf_home()
+        client, why = choose_local_cli(local_cli, cf_home=home)
+        if client == "localcf":
+            local.client_choice = why
+            return local
+        return LocalCFWithCLI(local, why=why, cf_home=home)
     if kind == "cf":
         return CFTarget(cf_api or "", cf_org or "", cf_space or "", skip_ssl_validation=cf_skip_ssl_validation,
-                        cf_home=Path(cf_home) if cf_home else default_cf_home())
+                        cf_home=Path(cf_home) if cf_home else default_cf_home(), apps_url=cf_apps_url or "")
     raise TargetError(
         f"Unknown target {target!r}: the `target` parameter must be 'local' (the embedded "
         "Cloud Foundry) or 'cf' (a real foundation). Fix it in the notebook's parameters cell "

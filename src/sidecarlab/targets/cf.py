@@ -14,9 +14,11 @@ import json
 import os
 import re
 import shutil
+import string
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -53,7 +55,8 @@ class CFTarget(Target):
     kind = "cf"
 
     def __init__(self, api: str, org: str, space: str, *, skip_ssl_validation: bool = False,
-                 cf_binary: str = "cf", cf_home: Path | None = None, **kwargs: Any) -> None:
+                 cf_binary: str = "cf", cf_home: Path | None = None, apps_url: str = "",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         missing = [name for name, value in (("cf_api", api), ("cf_org", org), ("cf_space", space)) if not value]
         if missing:
@@ -64,6 +67,7 @@ class CFTarget(Target):
             )
         self.api, self.org, self.space = api, org, space
         self.skip_ssl_validation = skip_ssl_validation
+        self.apps_url = _checked_apps_url(apps_url)
         self.cf_binary = cf_binary
         self.cf_home = Path(cf_home).resolve() if cf_home else default_cf_home().resolve()
         self.cli_version: str | None = None
@@ -96,7 +100,7 @@ class CFTarget(Target):
     def space_name(self) -> str:
         return self.space
 
-    def _prepare(self) -> None:
+    def _check_credentials(self) -> None:
         missing = [v for v in ("CF_USERNAME", "CF_PASSWORD") if not os.environ.get(v)]
         if missing:
             raise TargetError(
@@ -104,6 +108,9 @@ class CFTarget(Target):
                 "(never in notebook parameters). Export them before starting Jupyter or "
                 "`sidecarlab run`, e.g. `export CF_USERNAME=... CF_PASSWORD=...`."
             )
+
+    def _prepare(self) -> None:
+        self._check_credentials()
         self.cf_home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._prepared = True  # the login verbs below must not recurse into prepare()
         try:
@@ -132,15 +139,28 @@ class CFTarget(Target):
                 hint="Install cf CLI v8, or use target='local'.")
 
     def app_url(self, app: str) -> str:
+        """`https://<route url>`, or the `apps_url` template (`cf_apps_url`) filled with the route's
+        host name, the route's path after it."""
         routes = self.routes(app)
         if not routes:
             raise TargetError(f"App '{app}' has no route: push it without --no-route.")
-        return f"https://{routes[0]}"
+        if not self.apps_url:
+            return f"https://{routes[0]}"
+        host, slash, path = routes[0].partition("/")
+        return self.apps_url.format(route=host).rstrip("/") + slash + path
 
     def http_get(self, app: str, path: str = "/", timeout: float = HTTP_TIMEOUT) -> HttpResponse:
         url = self.app_url(app).rstrip("/") + path
+        parts = urlsplit(url)
+        connect, headers = url, {}
+        if parts.scheme == "http" and _is_loopback_name(parts.hostname or ""):
+            # Names under .localhost are the loopback (RFC 6761), as browsers treat them, though the
+            # system's resolver may not know them: connect to 127.0.0.1, name the route in Host.
+            port = f":{parts.port}" if parts.port else ""
+            connect = parts._replace(netloc=f"127.0.0.1{port}").geturl()
+            headers["Host"] = parts.hostname or ""
         try:
-            r = requests.get(url, timeout=timeout, verify=not self.skip_ssl_validation)
+            r = requests.get(connect, headers=headers, timeout=timeout, verify=not self.skip_ssl_validation)
         except requests.RequestException as exc:
             raise TargetError(f"GET {url} got no answer: {exc}") from None
         return HttpResponse(url, r.status_code, dict(r.headers), r.text)
@@ -154,7 +174,8 @@ class CFTarget(Target):
 
     def outside_host(self, app: str) -> str:
         routes = self.routes(app)
-        return routes[0].partition("/")[0] if routes else self.api
+        host = routes[0].partition("/")[0] if routes else (urlsplit(self.api).hostname or self.api)
+        return "127.0.0.1" if _is_loopback_name(host) else host
 
     def admin_scopes(self) -> tuple[bool | None, list[str]]:
         scopes = _token_scopes(self.cf("oauth-token", echo=False, quiet=True).output)
@@ -195,6 +216,28 @@ class CFTarget(Target):
 
 
 ADMIN_SCOPE = "cloud_controller.admin"
+
+
+def _is_loopback_name(host: str) -> bool:
+    return host == "localhost" or host.endswith(".localhost")
+
+
+def _checked_apps_url(template: str) -> str:
+    """The `cf_apps_url` template, checked: http(s), with `{route}` and no other field."""
+    template = (template or "").strip()
+    if not template:
+        return ""
+    example = "'http://{route}:61080'"
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise TargetError(f"cf_apps_url {template!r} is not a template ({exc}): write it like {example}, "
+                          "with {route} where the route's host name goes.") from None
+    if fields != ["route"] or urlsplit(template).scheme not in ("http", "https"):
+        raise TargetError(f"cf_apps_url {template!r} must be an http:// or https:// URL with {{route}} once "
+                          f"where the route's host name goes, and no other {{field}}, e.g. {example}; "
+                          "leave it empty for https://<route>.")
+    return template
 
 
 def _token_scopes(output: str) -> list[str]:

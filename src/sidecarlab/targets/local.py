@@ -29,6 +29,8 @@ class LocalTarget(Target):
         self.router_port: int | None = None
         self.runtime: str | None = None
         self.runtime_notice: str | None = None
+        #: Why localcf's own verbs run rather than the real cf CLI (the `local_cli` choice), if chosen.
+        self.client_choice = ""
 
     def _argv(self, args: Sequence[str]) -> list[str]:
         # The same interpreter as the kit, so the command always matches the installed localcf.
@@ -128,4 +130,5 @@ class LocalTarget(Target):
     def describe(self) -> str:
         home = self.home or os.environ.get("LOCALCF_HOME")
         where = f"LOCALCF_HOME={home}" if home else "the default state dir"
-        return f"local (localcf, {where})"
+        said = f", driven by localcf's own verbs ({self.client_choice})" if self.client_choice else ""
+        return f"local (localcf, {where}){said}"
