@@ -10,6 +10,7 @@ Run: .venv/bin/python benchmarks/regression.py
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +47,8 @@ def main() -> None:
     finally:
         regression.run, regression.compare = original_run, original_compare
         shutil.rmtree(scratch, ignore_errors=True)
+    if not report.ok:  # the figures stand; say what differed
+        print(report.describe(), file=sys.stderr)
     record("regression", {"notebooks": report.compared, "ok": report.ok, "total_s": round(total, 1),
                           "execute_s_per_notebook": executed, "compare_s": round(compare_s, 2)})
 

@@ -72,9 +72,10 @@ DIFF_IGNORE = (
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
 _VOLATILE: tuple[tuple[str, str], ...] = (
-    # `ps aux` rows: PID, CPU and memory use, start and CPU time vary; the user and command count
-    (r"(?m)^(\S+) +\d+ +\d+\.\d+ +\d+\.\d+ +\d+ +\d+ +(\S+) +(\S+) +\S+ +\d+:\d+ ",
-     r"\1  <PID>  <CPU>  <MEM>  <VSZ>  <RSS>  \2  \3  <START>  <CPUTIME> "),
+    # `ps aux` rows: PID, CPU and memory use, the scheduling state (running or sleeping at that
+    # instant; its modifiers stay), start and CPU time vary; the user, TTY and command count
+    (r"(?m)^(\S+) +\d+ +\d+\.\d+ +\d+\.\d+ +\d+ +\d+ +(\S+) +[RSDIT](\S*) +\S+ +\d+:\d+ ",
+     r"\1  <PID>  <CPU>  <MEM>  <VSZ>  <RSS>  \2  <STATE>\3  <START>  <CPUTIME> "),
     # the health monitor starts at the same moment as the app's pre-start scripts: its log line has
     # no fixed place among theirs, so it is left out
     (r"(?m)^.*\[CELL/\d+\] OUT Starting health monitoring of container\n", ""),
@@ -266,6 +267,8 @@ def _strip(nb: Any, source: Path, settings: Any) -> Any:
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell["id"] = "injected-parameters"  # papermill draws a random id each run
     return nb
 
 
