@@ -135,3 +135,34 @@ def test_a_notebook_that_prints_something_else_fails(tmp_path: Path) -> None:
     # papermill's injected parameters cell shifts positions by one
     assert f"cell {index + 2} `" in message, message
     assert re.search(r"^\+.*Hello from a changed notebook", message, re.M), message
+
+
+_STARTUP = """\
+   T [CELL/0] OUT Cell localcf-cell-0 successfully created container for instance G
+{lines}   T [CELL/0] OUT Container became healthy
+   T [APP/PROC/WEB/0] OUT Sending a request to the config-server sidecar
+"""
+_APP = ["   T [APP/PROC/WEB/0] OUT Invoking start command.\n", "   T [APP/PROC/WEB/0] OUT app listening on 0.0.0.0:8080\n"]
+_SIDECAR = ["   T [APP/PROC/WEB/SIDECAR/CONFIG-SERVER/0] OUT Invoking start command.\n",
+            "   T [APP/PROC/WEB/SIDECAR/CONFIG-SERVER/0] OUT listening 0.0.0.0:8082...\n"]
+
+
+def _logs_notebook(lines: list[str]) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("%cf logs app --recent")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=_STARTUP.format(lines="".join(lines)))]
+    nb.cells = [cell]
+    return nb
+
+
+def test_start_up_lines_of_app_and_sidecar_may_interleave_but_not_change(tmp_path: Path) -> None:
+    """The processes of an instance start at once: any interleaving of their lines matches, each
+    process keeping its own order; a missing or changed line still fails."""
+    reference = tmp_path / "reference.ipynb"
+    nbformat.write(_logs_notebook(_APP + _SIDECAR), str(reference))
+    for lines in ([_SIDECAR[0], _APP[0], _SIDECAR[1], _APP[1]], _SIDECAR + _APP):
+        assert regression.compare(reference, _logs_notebook(lines)) is None
+    for lines in (_APP + _SIDECAR[:1], [_APP[1], _APP[0], *_SIDECAR],
+                  _APP + [_SIDECAR[0], _SIDECAR[1].replace("8082", "8083")]):
+        difference = regression.compare(reference, _logs_notebook(lines))
+        assert difference is not None and "cell 1 `%cf logs app --recent`" in difference.describe()

@@ -13,7 +13,9 @@ How the work is split, and why:
   notebook with the reference outputs grafted in, which loses a cell deleted from the notebook and
   executes through a second path nobody runs.
 - **Comparison** is pytest-notebook's, configured through one `NBRegressionFixture` (`fixture()`):
-  its `post_processors` (`coalesce_streams`), its `diff_replace` regexes (GUIDs, timestamps, ports,
+  its `post_processors` (`coalesce_streams`, and ours, `sidecarlab_order_startup_logs`, registered
+  under pytest-notebook's `nbreg.post_proc` entry point: the app's and sidecars' start-up log lines
+  grouped per process, since they start at once), its `diff_replace` regexes (GUIDs, timestamps, ports,
   durations, sizes, PIDs, digests, the machine's paths), its `diff_ignore` paths (metadata, execution
   counts), then its `diff_notebooks` / `filter_diff` / `diff_to_string` (nbdime), the very steps of
   `NBRegressionFixture.check` after execution. No diffing here is hand-written; `regression` only
@@ -25,6 +27,7 @@ How the work is split, and why:
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -103,6 +106,9 @@ _VOLATILE: tuple[tuple[str, str], ...] = (
     (r"(?<=\()\d+(?:\.\d+)?[KMG]?(?=\))", "<SIZE>"),
     (r"(?<=\s)\d+(?:\.\d+)?[KMGT]?B? of (?=\d+[KMGT])", "<SIZE> of "),
     (r"(?<=\s)\d+(?:\.\d+)?%", "<PERCENT>"),
+    # a socket in TIME_WAIT is what is left of a closed connection for a minute: whether one shows,
+    # and which end closed, depends on timing
+    (r"(?m)^.*\bTIME_WAIT\b.*\n", ""),
     # column padding: tables (`cf app`, `cf buildpacks`) pad columns to their widest value, which
     # varies with the values above; the columns and their order still count
     (r"(?<=\S)[ \t]{2,}(?=\S)", "  "),
@@ -159,6 +165,7 @@ def fixture(exec_timeout: int = 600) -> Any:
         exec_cwd=str(default_notebooks_dir()),
         diff_replace=diff_replace(),
         diff_ignore=DIFF_IGNORE,
+        post_processors=POST_PROCESSORS,
         diff_use_color=False,
     )
 
@@ -208,12 +215,66 @@ def _read(path: Path | str) -> Any:
     return nbformat.read(str(path), as_version=4)
 
 
+_STARTUP_BEGINS = re.compile(r"\[CELL/\d+\] OUT Cell \S+ successfully created container for instance ")
+_STARTUP_ENDS = re.compile(r"\] OUT Container became healthy")
+_LOG_SOURCE = re.compile(r"^\s*\S+ \[([^\]]+)\] (?:OUT|ERR) ")
+
+
+def _order_startup(text: str) -> str:
+    """Within each container start-up in a log listing (from `successfully created container` to
+    `Container became healthy`), put the lines of the app's and the sidecars' processes one process
+    after the other, each in its own order: they start at once, so their lines interleave by chance.
+    The cell's own lines in between (health monitoring) go first, in their order."""
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    window: list[str] | None = None
+    for line in lines:
+        if window is not None and (_STARTUP_ENDS.search(line) or not _LOG_SOURCE.match(line)):
+            out.extend(_by_process(window))
+            window = None
+        if window is not None:
+            window.append(line)
+            continue
+        out.append(line)
+        if _STARTUP_BEGINS.search(line):
+            window = []
+    if window:
+        out.extend(_by_process(window))
+    return "".join(out)
+
+
+def _by_process(window: list[str]) -> list[str]:
+    sources = [m.group(1) if (m := _LOG_SOURCE.match(line)) else "" for line in window]
+    sources = [source if source.startswith("APP/PROC/") else "" for source in sources]
+    return [window[i] for i in sorted(range(len(window)), key=lambda i: (sources[i], i))]  # stable per process
+
+
+def order_concurrent_logs(nb: Any, resources: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """pytest-notebook post-processor (entry point `nbreg.post_proc` `sidecarlab_order_startup_logs`):
+    the start-up lines of an instance's processes, grouped per process (see `_order_startup`)."""
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and "successfully created container" in output.get("text", ""):
+                output["text"] = _order_startup(output["text"])
+    return nb, resources
+
+
+POST_PROCESSORS = ("coalesce_streams", "sidecarlab_order_startup_logs")
+
+
 def _post_process(nb: Any, settings: Any) -> Any:
     from pytest_notebook.post_processors import load_processor
 
     resources: dict[str, Any] = {}
     for name in settings.post_processors:
-        nb, resources = load_processor(name)(nb, resources)
+        try:
+            processor = load_processor(name)
+        except ValueError:
+            raise RegressionError(f"pytest-notebook has no post-processor {name!r}: the kit's entry points are "
+                                  "missing from this environment; reinstall it (`make .venv/.installed`, or "
+                                  "`pip install -e '.[test]'`).") from None
+        nb, resources = processor(nb, resources)
     return nb
 
 
