@@ -106,9 +106,9 @@ _VOLATILE: tuple[tuple[str, str], ...] = (
     (r"(?<=\()\d+(?:\.\d+)?[KMG]?(?=\))", "<SIZE>"),
     (r"(?<=\s)\d+(?:\.\d+)?[KMGT]?B? of (?=\d+[KMGT])", "<SIZE> of "),
     (r"(?<=\s)\d+(?:\.\d+)?%", "<PERCENT>"),
-    # a socket in TIME_WAIT is what is left of a closed connection for a minute: whether one shows,
-    # and which end closed, depends on timing
-    (r"(?m)^.*\bTIME_WAIT\b.*\n", ""),
+    # a row of a socket table (COMMAND PID STATE LOCAL REMOTE) in TIME_WAIT is what is left of a closed
+    # connection for a minute: whether one shows, and which end closed, depends on timing
+    (r"(?m)^\S+ +\S+ +TIME_WAIT +\S+ +\S+ *\n", ""),
     # column padding: tables (`cf app`, `cf buildpacks`) pad columns to their widest value, which
     # varies with the values above; the columns and their order still count
     (r"(?<=\S)[ \t]{2,}(?=\S)", "  "),
