@@ -101,8 +101,9 @@ _VOLATILE: tuple[tuple[str, str], ...] = (
     (r"\b\d+(?:\.\d+)?(?:ms|s|µs|m\d+(?:\.\d+)?s)\b", "<DURATION>"),
     (r"\b(response_time|gorouter_time):\d+(?:\.\d+)?", r"\1:<DURATION>"),
     # sizes: byte counts, cf's human sizes (5.5M, 2.1K, 7MB), measured usage before a quota
-    # (`12.3M of 256M`: the quota 256M is configuration and stays), percentages of CPU or progress
-    (r"\b\d+(?:\.\d+)? ?(?:bytes|B|KiB|MiB|GiB|kB|KB|MB|GB)\b", "<SIZE>"),
+    # (`12.3M of 256M`: the quota 256M is configuration and stays, as does a sidecar's `64 MB`),
+    # percentages of CPU or progress
+    (r"\b\d+(?:\.\d+)?(?: ?(?:bytes|KiB|MiB|GiB)\b|(?:B|kB|KB|MB|GB)\b)", "<SIZE>"),
     (r"(?<=\()\d+(?:\.\d+)?[KMG]?(?=\))", "<SIZE>"),
     (r"(?<=\s)\d+(?:\.\d+)?[KMGT]?B? of (?=\d+[KMGT])", "<SIZE> of "),
     (r"(?<=\s)\d+(?:\.\d+)?%", "<PERCENT>"),
