@@ -4,6 +4,7 @@ notebook on a work copy of the buildpack, broken on purpose and fixed.
 - `run_suite` runs the suite as a subprocess (`python -m pytest buildpack/integration --buildpack DIR
   --target T -k SELECT`), printing pytest's output line by line as it comes, and returns a `SuiteRun`
   with the outcome of each test (read from pytest's JUnit XML report, not from the text);
+- `test_source` shows one test of the suite;
 - `write_cf_params` writes the notebook's foundation settings where the suite's `--cf-params` reads
   them, for `--target cf`;
 - the checks: `suite_passed` (every selected test passed, and at least one ran) and `suite_caught`
@@ -16,6 +17,7 @@ The suite always runs on a work copy of the buildpack (`--buildpack`), never on 
 
 from __future__ import annotations
 
+import ast
 import os
 import shlex
 import subprocess
@@ -37,6 +39,17 @@ Log = Callable[[str], None]
 def integration_dir() -> Path:
     """The buildpack's integration tests, next to the repository's `buildpack/`."""
     return default_buildpack_dir() / "integration"
+
+
+def test_source(name: str, module: str = "test_buildpack.py") -> str:
+    """The source of one test function of the integration suite (to read it in the notebook)."""
+    path = integration_dir() / module
+    text = path.read_text()
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return ast.get_source_segment(text, node) or ""
+    known = [n.name for n in ast.parse(text).body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
+    raise KeyError(f"{path.name} has no test {name!r}; its tests: {', '.join(known)}.")
 
 
 @dataclass(frozen=True)
