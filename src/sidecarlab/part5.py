@@ -141,12 +141,12 @@ def run_suite(buildpack_dir: Path, *, target: str = "local", select: str | None 
     argv = suite_command(buildpack_dir, target=target, select=select, cf_params=cf_params, junit_xml=junit)
     root = integration_dir().parents[1]
     shown = ["pytest", os.path.relpath(integration_dir(), root), "--buildpack",
-             os.path.relpath(buildpack_dir.resolve(), Path.cwd()), "--target", target]
+             os.path.relpath(buildpack_dir.resolve(), root), "--target", target]
     if select:
         shown += ["-k", select]
     if cf_params is not None:
-        shown += ["--cf-params", os.path.relpath(Path(cf_params).resolve(), Path.cwd())]
-    log("$ " + shlex.join(shown))
+        shown += ["--cf-params", os.path.relpath(Path(cf_params).resolve(), root)]
+    log("$ " + shlex.join(shown) + "   # from the repository's root")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     lines: list[str] = []
     # From the repository's root: its pyproject.toml loads the harness's plugin (`-p sidecarlab.testing.plugin`).
@@ -174,6 +174,10 @@ def _names(tests: list[TestOutcome]) -> str:
 def suite_passed(run: SuiteRun) -> CheckResult:
     """Every selected test of the suite passed, and at least one ran."""
     what = "the buildpack's integration suite passed"
+    if not run.failing and run.count("passed") == 0 and run.returncode in (0, 5):  # 5: no test collected
+        raise CheckFailed(what, "at least one test to run and pass", f"{run.summary()} (pytest exited {run.returncode})",
+                          "The `-k` selection matched no test, or every test was skipped: select `uncached` or "
+                          "`cached`, or nothing for both.")
     if run.returncode != 0 or run.failing:
         first = run.failing[0] if run.failing else None
         seen = f"pytest exited {run.returncode} ({run.summary()}); failing: {_names(run.failing)}"
@@ -182,10 +186,6 @@ def suite_passed(run: SuiteRun) -> CheckResult:
         raise CheckFailed(what, "every selected test to pass", seen,
                           "Read the failing test's report above (its claim, then the staging log). Is the work "
                           "copy still broken? Fix it and run the suite again.")
-    if run.count("passed") == 0:
-        raise CheckFailed(what, "at least one test to run and pass", f"{run.summary()} (pytest exited {run.returncode})",
-                          "The `-k` selection matched no test, or every test was skipped: select `uncached` or "
-                          "`cached`, or nothing for both.")
     passed = [t.name for t in run.tests if t.outcome == "passed"]
     skipped = f", {run.count('skipped')} skipped" if run.count("skipped") else ""
     return _report(CheckResult("passed", f"the buildpack's integration suite passed: {len(passed)} tests{skipped}",
