@@ -143,3 +143,17 @@ def test_bad_arguments_are_refused_clearly(tmp_path: Path) -> None:
         part5.suite_command(tmp_path, target="bosh")
     with pytest.raises(KeyError, match="its tests: test_root_greets"):
         part5.test_source("test_nothing")
+
+
+def test_the_cf_params_file_is_what_the_suite_reads(tmp_path: Path) -> None:
+    from sidecarlab.testing.plugin import cf_settings
+
+    path = part5.write_cf_params(tmp_path / "cf.yml", cf_api="https://api.sys.example.com", cf_org="o", cf_space="s",
+                                 cf_skip_ssl_validation=True, s3_endpoint="aws", s3_bucket="b", s3_region="eu-west-1")
+    settings = cf_settings(path, environ={})
+    assert (settings["cf_api"], settings["cf_org"], settings["cf_space"]) == ("https://api.sys.example.com", "o", "s")
+    assert settings["cf_skip_ssl_validation"] is True
+    assert (settings["s3_endpoint"], settings["s3_bucket"], settings["s3_region"]) == ("aws", "b", "eu-west-1")
+    argv = part5.suite_command(tmp_path, target="cf", select="", cf_params=path)
+    assert argv[argv.index("--target") + 1] == "cf" and argv[argv.index("--cf-params") + 1] == str(path.resolve())
+    assert "-k" not in argv, "an empty selection runs both packages"
