@@ -84,6 +84,11 @@ _VOLATILE: tuple[tuple[str, str], ...] = (
     (r"(?m)^.*\[CELL/\d+\] OUT Starting health monitoring of container\n", ""),
     # GUIDs of apps, processes, droplets, buildpacks, requests, ...
     (r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", "<GUID>"),
+    # the buildpack test harness's unique names (Part 5): apps `NAME-<6 hex>`, buildpacks
+    # `config_server_<package>_<8 hex>` and their versions `<VERSION>-it.<8 hex>`
+    (r"\b(it-(?:un)?cached)-[0-9a-f]{6}\b", r"\1-<ID>"),
+    (r"\b(config_server_(?:un)?cached)_[0-9a-f]{8}\b", r"\1_<ID>"),
+    (r"-it\.[0-9a-f]{8}\b", "-it.<ID>"),
     # timestamps: ISO 8601 / RFC 3339 (with or without T, fraction, zone); cf's `last uploaded`
     # (Tue 01 Dec 01:47:00 UTC 2026); `date` (Tue Dec  1 01:47:00 UTC 2026); a bare time of day
     (r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2}| ?UTC)?", "<TIME>"),
