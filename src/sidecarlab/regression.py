@@ -148,6 +148,12 @@ def _machine_paths() -> list[tuple[str, str]]:
                 if inside:  # ../work from notebooks/, ../../work from sidecar_src/config-server
                     relative = os.path.relpath(spelling, root)
                     found.append((relative, r"(?:\.\./)+" + re.escape(relative) + r"\b" + rest, f"<{name}>"))
+                else:  # outside the checkout, as the notebooks spell it: ../../../tmp-dir/work, whose
+                    # climb may have swallowed part of the absolute path (a checkout under /tmp)
+                    for base in (root, root / "notebooks"):
+                        relative = os.path.relpath(spelling, base)
+                        if relative.startswith(".."):
+                            found.append((relative, re.escape(relative) + r"\b" + rest, f"<{name}>"))
     found.sort(key=lambda item: len(item[0]), reverse=True)
     pairs = [(regex, token) for _, regex, token in found]
     # `../../../../tmp/x` after `/tmp/x` became a placeholder: drop the climbing part
