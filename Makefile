@@ -1,4 +1,6 @@
-# Sidecar Lab. `make tutorial` runs the whole tutorial headless; `make test` runs the tests.
+# Sidecar Lab. `make tutorial` runs the whole tutorial headless; `make test` runs the tests;
+# `make regression` re-executes the notebooks and compares their outputs with the references,
+# `make regression-update` makes the references again from a real run.
 # Each target creates and fills .venv on first use.
 
 PYTHON ?= python3
@@ -6,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: tutorial test lint lab clean
+.PHONY: tutorial test lint lab clean regression regression-update
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +28,14 @@ test: lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src
 	$(VENV)/bin/mypy
+
+# every notebook on a fresh localcf, its outputs compared with tests/regression/references/ (pytest-notebook)
+regression: $(STAMP)
+	$(PY) -m sidecarlab.regression
+
+# a real run of every notebook on a fresh localcf, stored as the references (review with `git diff`)
+regression-update: $(STAMP)
+	$(PY) -m sidecarlab.regression --update
 
 # extra JupyterLab arguments: make lab LAB_ARGS="--port 8899 --no-browser"; as root, --allow-root is added
 LAB_ARGS ?=

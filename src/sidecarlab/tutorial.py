@@ -273,8 +273,9 @@ def check_parameters(notebooks: Sequence[Path], given: Mapping[str, Any]) -> Non
 
 
 def run_notebook(path: Path, output: Path, parameters: Mapping[str, Any], kernel: str,
-                 progress: bool = True, timeout: float | None = None) -> NotebookResult:
-    """Execute one notebook with papermill; never raises for a failing cell (see the result)."""
+                 progress: bool = True, timeout: float | None = None, cwd: Path | None = None) -> NotebookResult:
+    """Execute one notebook with papermill (in `cwd`, default its directory); never raises for a
+    failing cell (see the result)."""
     import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -285,7 +286,7 @@ def run_notebook(path: Path, output: Path, parameters: Mapping[str, Any], kernel
     try:
         papermill.execute_notebook(
             str(path), str(output), parameters=dict(parameters), kernel_name=kernel,
-            progress_bar=progress, cwd=str(path.parent), execution_timeout=timeout,
+            progress_bar=progress, cwd=str(cwd or path.parent), execution_timeout=timeout,
         )
     except PapermillExecutionError as exc:
         result.status = "failed"
@@ -311,9 +312,12 @@ def run(
     out_dir: Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    cwd: Path | None = None,
+    timeout: float | None = None,
 ) -> RunReport:
     """Run the notebooks of `parts` (all when empty) on `target`; write executed notebooks to
-    `out_dir/notebooks/` and `out_dir/summary.{md,json}`. Stops at the first failing notebook."""
+    `out_dir/notebooks/` and `out_dir/summary.{md,json}`. Stops at the first failing notebook.
+    `cwd` (default: each notebook's directory) and `timeout` (per cell) go to papermill."""
     notebooks_dir = Path(notebooks_dir) if notebooks_dir else default_notebooks_dir()
     out_dir = Path(out_dir) if out_dir else default_out_dir()
     notebooks = find_notebooks(parts, notebooks_dir)
@@ -330,7 +334,7 @@ def run(
         for number, notebook in enumerate(notebooks, start=1):
             log(f"[{number}/{len(notebooks)}] {notebook.stem} (target {target}, kernel {kernel})")
             out = out_dir / "notebooks" / notebook.name
-            result = run_notebook(notebook, out, parameters, kernel, progress=progress)
+            result = run_notebook(notebook, out, parameters, kernel, progress=progress, timeout=timeout, cwd=cwd)
             results.append(result)
             if result.ok:
                 log(f"    passed in {result.seconds}s: {len(result.passed_checks)} checks passed, "
