@@ -13,6 +13,7 @@ from .core import short as _short
 __all__ = ["ContainerSnapshot", "TcpSocket", "container_snapshot", "parse_snapshot", "show_sockets"]
 
 _SNAPSHOT_SCRIPT = r"""
+echo "SELF $$"
 for d in /proc/[0-9]*; do
   p=${d#/proc/}
   c=$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null)
@@ -55,6 +56,8 @@ class ContainerSnapshot:
     processes: dict[int, str] = field(default_factory=dict)
     memory_limits: dict[int, str] = field(default_factory=dict)
     sockets: list[TcpSocket] = field(default_factory=list)
+    #: The PID of the shell that took the snapshot (not a process of the instance), when it said so.
+    self_pid: int | None = None
 
     def pids_of(self, needle: str) -> list[int]:
         """PIDs whose command line contains `needle` (the snapshot's own shell excluded)."""
@@ -91,7 +94,9 @@ def parse_snapshot(output: str) -> ContainerSnapshot:
             if not pid_text.isdigit():
                 continue
             pid = int(pid_text)
-            if kind == "PROC":
+            if kind == "SELF":
+                snap.self_pid = pid
+            elif kind == "PROC":
                 snap.processes[pid] = value.strip()
             elif kind == "ENV":
                 snap.memory_limits[pid] = value.partition("=")[2].strip()
