@@ -208,8 +208,9 @@ def test_the_sidecar_is_found_by_its_program_whatever_its_command_sets_first() -
     assert Sidecar.from_command("s", "").needle == "s"
 
 
-def test_outside_a_kernel_the_picture_is_its_printed_line() -> None:
+def test_outside_a_kernel_the_picture_is_its_printed_line(capsys) -> None:
     snap = parse_snapshot("PROC 4 python app.py\nTCP\n")
     pic = picture.InstancePicture(snap, facts(outside={}))
-    assert repr(pic) == pic.text and pic._repr_svg_() == pic.svg
+    pic.show()
+    assert capsys.readouterr().out == pic.text + "\n" and repr(pic) == pic.text
     assert pic.text.startswith("instance 0 of my-app: the app (PID 4) listens on no port")

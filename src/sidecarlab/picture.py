@@ -399,18 +399,24 @@ def describe(snapshot: ContainerSnapshot, facts: InstanceFacts) -> str:
 
 
 class InstancePicture:
-    """A rendered picture: `svg` (shown inline by Jupyter) and `text` (its one line)."""
+    """A rendered picture: `svg` (the drawing) and `text` (its one line), with what they were drawn from."""
 
     def __init__(self, snapshot: ContainerSnapshot, facts: InstanceFacts) -> None:
         self.snapshot, self.facts = snapshot, facts
         self.svg = render(snapshot, facts)
         self.text = describe(snapshot, facts)
 
-    def _repr_svg_(self) -> str:
-        return self.svg
+    def show(self) -> None:
+        """Print the line and show the drawing inline (in a notebook)."""
+        print(self.text, flush=True)
+        _show(self.svg)
 
     def __repr__(self) -> str:
         return self.text
+
+    def _ipython_display_(self) -> None:
+        # `instance` already showed it; a cell ending with the call should not show it twice.
+        pass
 
 
 # ---------------------------------------------------------------------- gathering the facts
@@ -442,8 +448,7 @@ def instance(target: Target, app: str, port: int = 8082, *, path: str = "/config
     facts = InstanceFacts(app=app, index=index, app_command=app_command, sidecars=sidecars, route=route,
                           route_port=route_port, through_router=through_router, outside_host=host, outside=outside)
     picture = InstancePicture(snapshot, facts)
-    print(picture.text, flush=True)
-    _show(picture.svg)
+    picture.show()
     return picture
 
 
@@ -478,17 +483,25 @@ def _route(target: Target, app: str) -> tuple[str, int | None]:
 def _from_outside(target: Target, app: str, host: str, port: int, config_port: int) -> Reach:
     """What a connection from `host` to `port` gets. On the config-server's port, an answer counts as
     the sidecar's only when the sidecar logged the request (as `checks.sidecar_port_private` decides)."""
-    if port == config_port:
-        before = _config_requests_logged(target, app)
-        answer = _http_via(host, port, "/config/")
-        if answer is None:
-            return Reach(False, "connection refused")
-        if answer[0] == 200 and _json_or_none(answer[1]) == CONFIG and \
-                _wait_for_more_config_requests(target, app, before):
-            return Reach(True, "the sidecar answered from outside")
-        return Reach(False, "another program on this machine answered, not the sidecar")
+    refused = _no_connection(host, port)
+    if refused is not None:
+        return Reach(False, refused)
+    if port != config_port:
+        return Reach(None, "something accepts connections there; not known whether the sidecar")
+    before = _config_requests_logged(target, app)
+    answer = _http_via(host, port, "/config/")
+    if answer is not None and answer[0] == 200 and _json_or_none(answer[1]) == CONFIG and \
+            _wait_for_more_config_requests(target, app, before):
+        return Reach(True, "the sidecar answered from outside")
+    return Reach(False, "another program on this machine answered, not the sidecar")
+
+
+def _no_connection(host: str, port: int) -> str | None:
+    """Why a TCP connection to host:port failed, or None when it was accepted."""
     try:
         socket.create_connection((host, port), timeout=3).close()
-    except OSError:
-        return Reach(False, "connection refused")
-    return Reach(None, "something on this machine accepts connections there; not known whether the sidecar")
+    except ConnectionRefusedError:
+        return "connection refused"
+    except OSError as exc:
+        return f"no connection ({exc.strerror or exc})"
+    return None
