@@ -188,7 +188,7 @@ def test_names_with_markup_characters_are_escaped_and_read_back_whole() -> None:
     assert drawn[7]["command"] == f"./{evil}"
     assert groups(svg, "route")[0]["route"] == f"{evil}.example"
     texts = "".join(t.text or "" for t in root.iter(f"{SVG}text"))
-    assert f"sidecar side {evil}" in texts
+    assert f"sidecar: side {evil}" in texts
 
 
 def test_an_unowned_listener_is_drawn_without_an_owner() -> None:

@@ -281,7 +281,7 @@ def _process_box(svg: ET.Element, proc: Process, y: float, box_h: float, memory_
     fill, stroke = {"app": ("#e3f2fd", "#1565c0"), "sidecar": ("#fff3e0", "#ef6c00")}.get(
         proc.role, ("#eceff1", _MUTED))
     _el(group, "rect", x=_PROC_X, y=y, width=_PROC_W, height=box_h, rx=6, fill=fill, stroke=stroke)
-    label = {"app": f"app {proc.name}", "sidecar": f"sidecar {proc.name}"}.get(proc.role, proc.name)
+    label = {"app": f"app: {proc.name}", "sidecar": f"sidecar: {proc.name}"}.get(proc.role, proc.name)
     _el(group, "text", _clip(label, 38), x=_PROC_X + 10, y=y + 17, font_weight="bold", fill=_INK)
     _el(group, "text", f"PID {proc.pid}", x=_PROC_X + _PROC_W - 10, y=y + 17, text_anchor="end", fill=_INK)
     if proc.role != "other":
@@ -312,10 +312,17 @@ def _outside(svg: ET.Element, facts: InstanceFacts, router_y: float, host_y: flo
     left, width = 16, 200
     route = _el(svg, "g", class_="route", data_route=facts.route, data_port=facts.route_port or "",
                 data_reachable_from_host=_yes_no(facts.through_router))
-    _el(route, "rect", x=left, y=router_y - 22, width=width, height=44, rx=6, fill="#e8f5e9", stroke=_OK)
+    # a long route on two lines, broken before its domain: it is what the learner typed into a browser
+    lines = [facts.route or "(no route)"]
+    if len(lines[0]) > 32 and "." in lines[0]:
+        host_name, _, domain = lines[0].partition(".")
+        lines = [host_name, "." + domain]
+    router_bottom = router_y + 8 + 14 * len(lines)
+    _el(route, "rect", x=left, y=router_y - 22, width=width, height=router_bottom - router_y + 22, rx=6,
+        fill="#e8f5e9", stroke=_OK)
     _el(route, "text", "router", x=left + 10, y=router_y - 6, font_weight="bold", fill=_INK)
-    _el(route, "text", _clip(facts.route or "(no route)", 32), x=left + 10, y=router_y + 12, fill=_INK,
-        font_size=11)
+    for i, line in enumerate(lines):
+        _el(route, "text", _clip(line, 32), x=left + 10, y=router_y + 10 + 14 * i, fill=_INK, font_size=11)
     if facts.route_port is not None and facts.route_port in port_y:
         _el(route, "line", x1=left + width, y1=router_y, x2=_PORT_X - 2, y2=port_y[facts.route_port],
             stroke=_OK, stroke_width=2, marker_end="url(#sidecarlab-arrow-ok)")
@@ -333,10 +340,10 @@ def _outside(svg: ET.Element, facts: InstanceFacts, router_y: float, host_y: flo
                 data_reachable=_yes_no(reach))
     _el(group, "title", reach.seen if reach else "not tried")
     x = left + 30
-    _el(group, "line", x1=x, y1=host_y - 22, x2=x, y2=router_y + 24, stroke=_colour(reach), stroke_width=2,
+    _el(group, "line", x1=x, y1=host_y - 22, x2=x, y2=router_bottom + 2, stroke=_colour(reach), stroke_width=2,
         marker_end=f"url(#sidecarlab-arrow-{_marker(reach)})")
     _el(group, "text", f"{_mark(reach)}: {_clip(reach.seen, 30) if reach else 'not tried'}", x=x + 8,
-        y=(host_y + router_y) / 2 + 4, fill=_colour(reach), font_size=11)
+        y=(host_y + router_bottom) / 2 + 4, fill=_colour(reach), font_size=11)
 
     # ... and each port it tried directly (a refused one stops at the container's wall)
     for i, (port, reach) in enumerate(sorted(facts.outside.items())):
