@@ -173,3 +173,19 @@ def test_start_up_lines_of_app_and_sidecar_may_interleave_but_not_change(tmp_pat
                   _APP + [_SIDECAR[0], _SIDECAR[1].replace("8082", "8083")]):
         difference = regression.compare(reference, _logs_notebook(lines))
         assert difference is not None and "cell 1 `%cf logs app --recent`" in difference.describe()
+
+
+@pytest.mark.parametrize("base", ["", "notebooks", "sidecar_src/config-server"])
+def test_a_work_dir_outside_the_checkout_spelled_relative_to_any_of_its_directories_is_masked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base: str) -> None:
+    """The go build line spells its output relative to sidecar_src/config-server; the notebooks spell
+    paths relative to notebooks/: every spelling of the work dir becomes <SIDECARLAB_WORK>, with no
+    climbing `../` left over (even when checkout and work dir share a leading part, e.g. /tmp)."""
+    import os
+    work = tmp_path / "run-1" / "work"
+    monkeypatch.setenv("SIDECARLAB_WORK", str(work))
+    relative = os.path.relpath(work / "part4" / "bin" / "config-server", ROOT / base)
+    text = f"go build -trimpath -o {relative} .\n"
+    for _path, regex, replacement in regression.diff_replace():
+        text = re.sub(regex, replacement, text)
+    assert text == "go build -trimpath -o <SIDECARLAB_WORK>/part4/bin/config-server .\n"

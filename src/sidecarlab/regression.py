@@ -105,6 +105,10 @@ _VOLATILE: tuple[tuple[str, str], ...] = (
     # durations: 1.2s, 350ms, 1m2.5s; the router's response_time:0.002 gorouter_time:0.0002
     (r"\b\d+(?:\.\d+)?(?:ms|s|µs|m\d+(?:\.\d+)?s)\b", "<DURATION>"),
     (r"\b(response_time|gorouter_time):\d+(?:\.\d+)?", r"\1:<DURATION>"),
+    # pytest's summary adds the time as h:mm:ss past a minute (`in 131.20s (0:02:11)`), and pads its
+    # rules (`===== 6 passed in 1.2s =====`) to the terminal's width around text whose length varies
+    (r" \(\d+:\d{2}:\d{2}\)", ""),
+    (r"={3,}", "==="),
     # sizes: byte counts, cf's human sizes (5.5M, 2.1K, 7MB), measured usage before a quota
     # (`12.3M of 256M`: the quota 256M is configuration and stays, as does a sidecar's `64 MB`),
     # percentages of CPU or progress
@@ -148,12 +152,14 @@ def _machine_paths() -> list[tuple[str, str]]:
                 if inside:  # ../work from notebooks/, ../../work from sidecar_src/config-server
                     relative = os.path.relpath(spelling, root)
                     found.append((relative, r"(?:\.\./)+" + re.escape(relative) + r"\b" + rest, f"<{name}>"))
-                else:  # outside the checkout, as the notebooks spell it: ../../../tmp-dir/work, whose
-                    # climb may have swallowed part of the absolute path (a checkout under /tmp)
-                    for base in (root, root / "notebooks"):
-                        relative = os.path.relpath(spelling, base)
-                        if relative.startswith(".."):
-                            found.append((relative, re.escape(relative) + r"\b" + rest, f"<{name}>"))
+                else:  # outside the checkout, spelled relative to some directory of it (notebooks/,
+                    # sidecar_src/config-server): ../../../tmp-dir/work, whose climb swallows the
+                    # leading part both paths share (a checkout under /tmp): any climb, then any tail
+                    # of the path of two components or more
+                    parts = Path(spelling).parts[1:]
+                    for k in range(len(parts) - 1):
+                        tail = "/".join(parts[k:])
+                        found.append((tail, r"(?:\.\./)+" + re.escape(tail) + r"\b" + rest, f"<{name}>"))
     found.sort(key=lambda item: len(item[0]), reverse=True)
     pairs = [(regex, token) for _, regex, token in found]
     # `../../../../tmp/x` after `/tmp/x` became a placeholder: drop the climbing part
