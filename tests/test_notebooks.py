@@ -61,6 +61,11 @@ _PROVES = {
     "download_failed": r"staging of {app} failed with 'StagingError.*'; the log says 'Could not download "
                        r"http://127\.0\.0\.1:\d+/sidecar-buildpack/config-server-sidecar/config-server-v9\.9\.9: "
                        r"HTTP 404'$",
+    # Part 3's look inside the container (the blog's `cf ssh` session)
+    "port_in_container": r"inside {app}, CONFIG_SERVER_PORT is {port}$",
+    "config_inside_container": r"inside {app}, localhost:\$CONFIG_SERVER_PORT/config/ returns \{{\"Scope\":"
+                               r"\"some-service\.admin\",\"Password\":\"not-a-real-p4\$\$w0rd\"\}}$",
+    "sidecar_beside_app": r"`ps axwf` inside {app}: '\./config-server' runs beside '\S*python\S* app\.py'$",
 }
 _SHA = r"SHA-256 [0-9a-f]{16}\.\.\., the uploaded binary's"
 
@@ -85,8 +90,13 @@ PART2 = [
 ]
 PART3 = [
     ("supply_ran", {"said": "downloading config-server from http://127"}),
+    ("app_answers", {}),
     ("config_from_sidecar", {}),
     ("sidecar_registered", {"sidecar": "config-server"}),
+    ("port_in_container", {"port": 8082}),
+    ("config_inside_container", {}),
+    ("sidecar_beside_app", {}),
+    ("sidecar_port_private", {"port": 8082}),
     ("droplet_holds", {"path": "app/config-server", "how": _SHA}),
     ("download_failed", {}),
     ("config_from_sidecar", {}),
@@ -189,6 +199,9 @@ def test_runner_runs_parts_1_to_3_in_order() -> None:
 
 @pytest.mark.timeout(900)  # a guard against hanging, not a performance claim
 def test_parts_2_and_3_run_green_and_leave_nothing_behind(localcf: LocalCF, tmp_path: Path) -> None:
+    if "runtime: namespaces" not in localcf("status").out:
+        pytest.skip("Part 3's claims about the container (the process tree, the private port) need Linux user "
+                    "namespaces, missing here")
     app_name = f"nb23-{uuid.uuid4().hex[:8]}"
     home, work, out = tmp_path / "home", tmp_path / "work", tmp_path / "out"
     proc = run_parts(["02", "03"], localcf, out, work, home, "-p", "app_name", app_name)
@@ -212,6 +225,16 @@ def test_parts_2_and_3_run_green_and_leave_nothing_behind(localcf: LocalCF, tmp_
     assert "-----> Sidecar buildpack: downloading config-server from http://127.0.0.1:" in text3
     assert "/config-server-sidecar/config-server-v9.9.9: HTTP 404" in text3
     assert "embedded S3 server at http://127.0.0.1:" in text3
+    # The commands a learner types, or would type where the kit runs the step for them.
+    assert "CGO_ENABLED=0 GOOS=linux GOARCH=" in text3 and " go build -trimpath -o " in text3
+    assert re.search(r"\$ aws s3 cp \S*/config-server-linux-\w+ s3://sidecar-buildpack/config-server-sidecar/"
+                     r"config-server-v0\.0\.1 --acl public-read --endpoint-url http://127\.0\.0\.1:\d+\n", text3)
+    assert "/config-server-sidecar/config-server-v0.0.2 --acl public-read" in text3
+    assert f"$ cf ssh {app_name} -c 'echo $CONFIG_SERVER_PORT'\n8082\n" in text3
+    assert f"$ cf ssh {app_name} -c 'curl -s localhost:$CONFIG_SERVER_PORT/config/'\n" \
+           '{"Scope":"some-service.admin","Password":"not-a-real-p4$$w0rd"}' in text3
+    assert f"$ cf ssh {app_name} -c 'ps axwf -o pid,command'\n    PID COMMAND\n" in text3
+    assert f"$ cf restage {app_name}" in text3
 
     # Cleaned up: no app, no work copies, and no embedded S3 server process.
     assert app_name not in localcf("apps").out

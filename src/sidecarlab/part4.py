@@ -205,6 +205,7 @@ def require_admin(target: Target, *, log: Log = print) -> None:
         log("localcf: you are the platform's admin, so you may create system buildpacks and change "
             "staging security groups.")
         return
+    _show("cf oauth-token   # then read the token's `scope` list: it must hold " + ADMIN_SCOPE, log)
     user = os.environ.get("CF_USERNAME", "your user")
     if not admin:
         raise AdminRequired(
