@@ -313,6 +313,26 @@ def test_the_buildpack_cells_are_the_kit_s_reference_scripts() -> None:
     assert [s.strip() for s in written(NOTEBOOK_3)] == [DOWNLOAD_SUPPLY.strip(), NEVER_DETECT.strip()]
 
 
+def test_part_3_exercises_are_cloud_foundry_commands_not_kit_helpers() -> None:
+    nb = nbformat.read(str(NOTEBOOK_3), as_version=4)
+    solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    assert len(solutions) >= 2
+    for cell in solutions:
+        lines = [line.strip() for line in cell.source.splitlines() if line.strip()]
+        # a shell edit of .downloadurl, the cf commands, and the upload a stored buildpack needs
+        assert all(line.startswith(("!echo ", "%cf ")) or line == "if admin_buildpack:" for line in lines), cell.source
+        assert any(line.startswith("%cf push ") or line.startswith("%cf restage ") for line in lines)
+        assert "%cf update-buildpack {buildpack_name} -p {bp_path}" in cell.source
+    # No variable a later cell needs comes from a solution only (the learner copy stops at the check).
+    defined_in_solutions = {m.group(1) for c in solutions for m in re.finditer(r"^(\w+) = ", c.source, re.M)}
+    assert not defined_in_solutions
+    # Where the kit does a step for the learner, it shows the command: the go build, the aws upload.
+    sources = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "part3.build_sidecar(" in sources
+    assert sources.count("show_command=True") == 2
+    assert "buildpack_dir=" not in sources and "write_downloadurl" not in sources, "the learner writes .downloadurl"
+
+
 def test_part_3_checks_its_storage_parameters_before_touching_the_platform() -> None:
     sources = [c.source for c in nbformat.read(str(NOTEBOOK_3), as_version=4).cells if c.cell_type == "code"]
     validate = next(i for i, s in enumerate(sources) if "blobstore.validate(" in s)

@@ -99,6 +99,11 @@ def test_the_notebook_has_parameters_exercises_and_cleanup(tmp_path: Path) -> No
     for i in solutions:
         follower = nb.cells[i + 1]
         assert "solution" not in follower.metadata.get("tags", []) and "part5.suite_" in follower.source
+    for i in solutions:
+        # The learner edits manifest.yml with a shell line they can read, not with the kit's Python.
+        lines = [line for line in nb.cells[i].source.splitlines() if line.strip()]
+        assert lines and all(line.startswith(("!sed -i ", "!grep ")) for line in lines), nb.cells[i].source
+        assert "{manifest_path}" in lines[0]
     assert "tutorial.remove_work_dir(work)" in code[-1].source
     assert all(not c.get("outputs") for c in code), "saved without outputs"
     assert tutorial.learner_copy(NOTEBOOK_5, tmp_path / NOTEBOOK_5.name) == 2
