@@ -187,6 +187,25 @@ def test_the_report_names_each_failure_and_shows_each_staging_log_once() -> None
     assert report[-1] == "result: 1 passed, 2 failed, 1 error, 8 deselected (pytest exited 1)"
 
 
+def test_the_report_reads_the_whole_claim_from_a_real_junit_file(tmp_path: Path) -> None:
+    # pytest shortens a long message in JUnit's `message` attribute; the report must not depend on that.
+    staging = [f"staging line {i}" for i in range(30)] + ["       **ERROR** dependency sha256 mismatch: expected sha256 aa"]
+    message = "\n".join(["claim failed: GET / answers 200", "  seen: it did not deploy",
+                         "staging log (last 40 lines):", *staging])
+    (tmp_path / "test_claims.py").write_text(
+        f"class ClaimFailed(AssertionError):\n    pass\n\ndef test_one():\n    raise ClaimFailed({message!r})\n")
+    junit = tmp_path / "junit.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=short", "-c", os.devnull,
+                    f"--junitxml={junit}", str(tmp_path / "test_claims.py")], cwd=tmp_path, capture_output=True,
+                   check=False)
+    (outcome,) = part5.read_junit(junit)
+    assert outcome.outcome == "failed" and "dependency sha256 mismatch" in outcome.message
+    report = part5.suite_report(part5.SuiteRun([], 1, "", [outcome]))
+    assert "  claim failed: GET / answers 200" in report and "  seen: it did not deploy" in report
+    tail = report[report.index("the end of the staging log in the report of test_one:") + 1:]
+    assert tail[:part5.STAGING_TAIL] == [f"  {line.strip()}" for line in staging[-part5.STAGING_TAIL:]]
+
+
 def test_a_suite_that_could_not_start_shows_pytest_s_last_lines() -> None:
     run = part5.SuiteRun([], 4, "ERROR: usage: pytest [options]\nerror: unrecognized arguments: --nope\n", [])
     report = part5.suite_report(run, ran_any=False)

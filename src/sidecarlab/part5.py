@@ -117,7 +117,8 @@ def suite_command(buildpack_dir: Path, *, target: str = "local", select: str | N
     return argv
 
 
-def _read_junit(path: Path) -> list[TestOutcome]:
+def read_junit(path: Path) -> list[TestOutcome]:
+    """The outcome of each test case in a pytest JUnit XML report (none when there is no report)."""
     if not path.is_file():
         return []
     outcomes = []
@@ -127,8 +128,11 @@ def _read_junit(path: Path) -> list[TestOutcome]:
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
                 outcome = {"failure": "failed"}.get(child.tag, child.tag)
-                exception = _ANSI.sub("", child.get("message", ""))
-                message = "\n".join(filter(None, [exception, _ANSI.sub("", child.text or "")]))
+                text = _ANSI.sub("", child.text or "")
+                # pytest shortens the `message` attribute of a long message ("[+12 more lines; ...]"); the
+                # traceback's `E` lines hold the whole of it.
+                exception = _exception_lines(text) or _ANSI.sub("", child.get("message", ""))
+                message = "\n".join(filter(None, [_ANSI.sub("", child.get("message", "")), text]))
                 break
         outcomes.append(TestOutcome(name, outcome, message, exception))
     return outcomes
@@ -144,6 +148,12 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _SECTION_END = re.compile(r"^(?:[-_=]{4,}.*[-_=]{4,}|\S+\.py:\d+: in \S+)$")
 #: How many lines of a failed staging's log the report shows (the end, where the buildpack says why).
 STAGING_TAIL = 12
+
+
+def _exception_lines(traceback: str) -> str:
+    """The exception's message as pytest's traceback shows it: its `E   ` lines, without the marker."""
+    lines = [line[1:].removeprefix("   ") for line in traceback.splitlines() if re.match(r"E(\s|$)", line)]
+    return "\n".join(lines)
 
 
 def run_suite(buildpack_dir: Path, *, target: str = "local", select: str | None = "uncached",
@@ -196,7 +206,7 @@ def run_suite(buildpack_dir: Path, *, target: str = "local", select: str | None 
     output = "".join(lines)
     saved = report_dir / "pytest-output.txt"
     saved.write_text(output)
-    run = SuiteRun(argv, returncode, output, _read_junit(junit))
+    run = SuiteRun(argv, returncode, output, read_junit(junit))
     for report_line in suite_report(run, collected, ran_any=results > 0):
         log(report_line)
     log(f"pytest's whole output (header, tracebacks, the apps' logs): {os.path.relpath(saved)}")
@@ -237,7 +247,7 @@ def _failure_parts(message: str) -> tuple[str, str, list[str]]:
         return first, "", []
     claim = lines[claim_at][lines[claim_at].index("claim failed: "):]
     seen = next((line.strip() for line in lines[claim_at + 1:] if line.strip().startswith("seen: ")), "")
-    start = next((i for i, line in enumerate(lines) if line.startswith("staging log (last ")), None)
+    start = next((i for i, line in enumerate(lines) if line.strip().startswith("staging log (last ")), None)
     staging: list[str] = []
     if start is not None:
         for line in lines[start + 1:]:
