@@ -230,10 +230,12 @@ def test_parts_2_and_3_run_green_and_leave_nothing_behind(localcf: LocalCF, tmp_
     assert re.search(r"\$ aws s3 cp \S*/config-server-linux-\w+ s3://sidecar-buildpack/config-server-sidecar/"
                      r"config-server-v0\.0\.1 --acl public-read --endpoint-url http://127\.0\.0\.1:\d+\n", text3)
     assert "/config-server-sidecar/config-server-v0.0.2 --acl public-read" in text3
-    assert f"$ cf ssh {app_name} -c 'echo $CONFIG_SERVER_PORT'\n8082\n" in text3
-    assert f"$ cf ssh {app_name} -c 'curl -s localhost:$CONFIG_SERVER_PORT/config/'\n" \
-           '{"Scope":"some-service.admin","Password":"not-a-real-p4$$w0rd"}' in text3
-    assert f"$ cf ssh {app_name} -c 'ps axwf -o pid,command'\n    PID COMMAND\n" in text3
+    # (each printed chunk is an output of its own, joined by a newline here)
+    ssh = re.escape(f"$ cf ssh {app_name} -c ")
+    assert re.search(ssh + re.escape("'echo $CONFIG_SERVER_PORT'") + r"\n+8082\n", text3)
+    assert re.search(ssh + re.escape("'curl -s localhost:$CONFIG_SERVER_PORT/config/'") + r"\n+" +
+                     re.escape('{"Scope":"some-service.admin","Password":"not-a-real-p4$$w0rd"}'), text3)
+    assert re.search(ssh + re.escape("'ps axwf -o pid,command'") + r"\n+    PID COMMAND\n", text3)
     assert f"$ cf restage {app_name}" in text3
 
     # Cleaned up: no app, no work copies, and no embedded S3 server process.
