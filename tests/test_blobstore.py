@@ -220,6 +220,36 @@ def test_upload_to_an_s3_compatible_endpoint_uses_credentials_from_the_environme
     assert curl(upload.url, tmp_path / "got").stdout == "200"
 
 
+def test_the_upload_prints_the_aws_cli_line_that_does_the_same(remote_s3: str, aws_env: None, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    client = boto3.client("s3", endpoint_url=remote_s3, region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="y")
+    client.create_bucket(Bucket="team-bucket")
+    settings = blobstore.validate(remote_s3, "team-bucket", "us-east-1")
+    (tmp_path / "out").mkdir()
+    binary = tmp_path / "out" / "config-server"
+    binary.write_bytes(os.urandom(1024))
+    monkeypatch.chdir(tmp_path)
+    lines: list[str] = []
+    upload = blobstore.upload_sidecar(binary, "2.0.1", settings, log=lines.append, show_command=True)
+    assert lines[0] == (f"$ aws s3 cp out/config-server s3://team-bucket/{upload.key} --acl public-read "
+                        f"--endpoint-url {remote_s3}")
+    # The line names the object that was really written, in the bucket and under the key it names.
+    bucket, key = lines[0].split()[5].removeprefix("s3://").split("/", 1)
+    assert client.head_object(Bucket=bucket, Key=key)["ContentLength"] == 1024
+    # Without show_command the log has no command line (Part 4 prints its own, for the archive).
+    quiet: list[str] = []
+    blobstore.upload_sidecar(binary, "2.0.2", settings, log=quiet.append)
+    assert not any(line.startswith("$ ") for line in quiet)
+
+
+def test_the_aws_cli_line_for_aws_names_the_region() -> None:
+    settings = blobstore.S3Settings("aws", "my-bucket", "eu-west-1")
+    assert blobstore.aws_cp_command("./config-server", settings, "config-server-sidecar/config-server-v0.0.1") == (
+        "aws s3 cp ./config-server s3://my-bucket/config-server-sidecar/config-server-v0.0.1 --acl public-read "
+        "--region eu-west-1")
+
+
 def test_public_urls_for_aws() -> None:
     key = blobstore.sidecar_key("0.0.1")
     assert blobstore.public_url(blobstore.S3Settings("aws", "my-bucket", "eu-west-1"), key) == \

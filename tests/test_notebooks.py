@@ -61,6 +61,11 @@ _PROVES = {
     "download_failed": r"staging of {app} failed with 'StagingError.*'; the log says 'Could not download "
                        r"http://127\.0\.0\.1:\d+/sidecar-buildpack/config-server-sidecar/config-server-v9\.9\.9: "
                        r"HTTP 404'$",
+    # Part 3's look inside the container (the blog's `cf ssh` session)
+    "port_in_container": r"inside {app}, CONFIG_SERVER_PORT is {port}$",
+    "config_inside_container": r"inside {app}, localhost:\$CONFIG_SERVER_PORT/config/ returns \{{\"Scope\":"
+                               r"\"some-service\.admin\",\"Password\":\"not-a-real-p4\$\$w0rd\"\}}$",
+    "sidecar_beside_app": r"`ps axwf` inside {app}: '\./config-server' runs beside '\S*python\S* app\.py'$",
 }
 _SHA = r"SHA-256 [0-9a-f]{16}\.\.\., the uploaded binary's"
 
@@ -85,8 +90,13 @@ PART2 = [
 ]
 PART3 = [
     ("supply_ran", {"said": "downloading config-server from http://127"}),
+    ("app_answers", {}),
     ("config_from_sidecar", {}),
     ("sidecar_registered", {"sidecar": "config-server"}),
+    ("port_in_container", {"port": 8082}),
+    ("config_inside_container", {}),
+    ("sidecar_beside_app", {}),
+    ("sidecar_port_private", {"port": 8082}),
     ("droplet_holds", {"path": "app/config-server", "how": _SHA}),
     ("download_failed", {}),
     ("config_from_sidecar", {}),
@@ -189,6 +199,9 @@ def test_runner_runs_parts_1_to_3_in_order() -> None:
 
 @pytest.mark.timeout(900)  # a guard against hanging, not a performance claim
 def test_parts_2_and_3_run_green_and_leave_nothing_behind(localcf: LocalCF, tmp_path: Path) -> None:
+    if "runtime: namespaces" not in localcf("status").out:
+        pytest.skip("Part 3's claims about the container (the process tree, the private port) need Linux user "
+                    "namespaces, missing here")
     app_name = f"nb23-{uuid.uuid4().hex[:8]}"
     home, work, out = tmp_path / "home", tmp_path / "work", tmp_path / "out"
     proc = run_parts(["02", "03"], localcf, out, work, home, "-p", "app_name", app_name)
@@ -212,6 +225,18 @@ def test_parts_2_and_3_run_green_and_leave_nothing_behind(localcf: LocalCF, tmp_
     assert "-----> Sidecar buildpack: downloading config-server from http://127.0.0.1:" in text3
     assert "/config-server-sidecar/config-server-v9.9.9: HTTP 404" in text3
     assert "embedded S3 server at http://127.0.0.1:" in text3
+    # The commands a learner types, or would type where the kit runs the step for them.
+    assert "CGO_ENABLED=0 GOOS=linux GOARCH=" in text3 and " go build -trimpath -o " in text3
+    assert re.search(r"\$ aws s3 cp \S*/config-server-linux-\w+ s3://sidecar-buildpack/config-server-sidecar/"
+                     r"config-server-v0\.0\.1 --acl public-read --endpoint-url http://127\.0\.0\.1:\d+\n", text3)
+    assert "/config-server-sidecar/config-server-v0.0.2 --acl public-read" in text3
+    # (each printed chunk is an output of its own, joined by a newline here)
+    ssh = re.escape(f"$ cf ssh {app_name} -c ")
+    assert re.search(ssh + re.escape("'echo $CONFIG_SERVER_PORT'") + r"\n+8082\n", text3)
+    assert re.search(ssh + re.escape("'curl -s localhost:$CONFIG_SERVER_PORT/config/'") + r"\n+" +
+                     re.escape('{"Scope":"some-service.admin","Password":"not-a-real-p4$$w0rd"}'), text3)
+    assert re.search(ssh + re.escape("'ps axwf -o pid,command'") + r"\n+    PID COMMAND\n", text3)
+    assert f"$ cf restage {app_name}" in text3
 
     # Cleaned up: no app, no work copies, and no embedded S3 server process.
     assert app_name not in localcf("apps").out
@@ -288,6 +313,26 @@ def test_the_buildpack_cells_are_the_kit_s_reference_scripts() -> None:
 
     assert [s.strip() for s in written(NOTEBOOK_2)] == [PLACEHOLDER_SUPPLY.strip(), NEVER_DETECT.strip()]
     assert [s.strip() for s in written(NOTEBOOK_3)] == [DOWNLOAD_SUPPLY.strip(), NEVER_DETECT.strip()]
+
+
+def test_part_3_exercises_are_cloud_foundry_commands_not_kit_helpers() -> None:
+    nb = nbformat.read(str(NOTEBOOK_3), as_version=4)
+    solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    assert len(solutions) >= 2
+    for cell in solutions:
+        lines = [line.strip() for line in cell.source.splitlines() if line.strip()]
+        # a shell edit of .downloadurl, the cf commands, and the upload a stored buildpack needs
+        assert all(line.startswith(("!echo ", "%cf ")) or line == "if admin_buildpack:" for line in lines), cell.source
+        assert any(line.startswith("%cf push ") or line.startswith("%cf restage ") for line in lines)
+        assert "%cf update-buildpack {buildpack_name} -p {bp_path}" in cell.source
+    # No variable a later cell needs comes from a solution only (the learner copy stops at the check).
+    defined_in_solutions = {m.group(1) for c in solutions for m in re.finditer(r"^(\w+) = ", c.source, re.M)}
+    assert not defined_in_solutions
+    # Where the kit does a step for the learner, it shows the command: the go build, the aws upload.
+    sources = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "part3.build_sidecar(" in sources
+    assert sources.count("show_command=True") == 2
+    assert "buildpack_dir=" not in sources and "write_downloadurl" not in sources, "the learner writes .downloadurl"
 
 
 def test_part_3_checks_its_storage_parameters_before_touching_the_platform() -> None:

@@ -481,5 +481,6 @@ def test_a_learner_who_is_not_an_admin_is_stopped_before_anything_is_pushed(
     monkeypatch.setenv("CF_STAND_IN_TOKEN", token(["openid", "cloud_controller.admin"]))
     said: list[str] = []
     part4.require_admin(target, log=said.append)
-    assert said == [("learner has the cloud_controller.admin scope: Part 4 may create system buildpacks and "
+    assert said == ["$ cf oauth-token   # then read the token's `scope` list: it must hold cloud_controller.admin",
+                    ("learner has the cloud_controller.admin scope: Part 4 may create system buildpacks and "
                      "change staging security groups.")]

@@ -70,6 +70,16 @@ def test_part_5_runs_green_headless_and_leaves_nothing_behind(localcf: LocalCF, 
     assert "[cached]" not in text
     assert "claim failed: GET / answers 200" in text
     assert "**ERROR** dependency sha256 mismatch: expected sha256 0123456789abcdef" in text
+    # A report that is the same from run to run: no pytest header, no timings, no progress, the staging
+    # log of the broken push once (not once per failing test), and the whole output kept in a file.
+    assert "platform linux" not in text and "plugins:" not in text and " passed in " not in text
+    assert "%]" not in text
+    assert text.count("dependency sha256 mismatch: expected sha256 0123456789abcdef") == 1
+    assert text.count("result: 6 passed, 6 deselected (pytest exited 0)") == 2
+    assert "result: 2 passed, 4 failed, 6 deselected (pytest exited 1)" in text
+    assert text.count("part5/suite-reports/pytest-output.txt") == 3
+    # The learner's edits are shell lines they can read: the sha256 line as sed left it.
+    assert '10:  sha256: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"' in text
     assert "def test_staging_logged_the_install_line(" in text
 
     # Cleaned up: the work folder, the S3 server; nothing pushed on the learner's platform.
@@ -89,6 +99,11 @@ def test_the_notebook_has_parameters_exercises_and_cleanup(tmp_path: Path) -> No
     for i in solutions:
         follower = nb.cells[i + 1]
         assert "solution" not in follower.metadata.get("tags", []) and "part5.suite_" in follower.source
+    for i in solutions:
+        # The learner edits manifest.yml with a shell line they can read, not with the kit's Python.
+        lines = [line for line in nb.cells[i].source.splitlines() if line.strip()]
+        assert lines and all(line.startswith(("!sed -i ", "!grep ")) for line in lines), nb.cells[i].source
+        assert "{manifest_path}" in lines[0]
     assert "tutorial.remove_work_dir(work)" in code[-1].source
     assert all(not c.get("outputs") for c in code), "saved without outputs"
     assert tutorial.learner_copy(NOTEBOOK_5, tmp_path / NOTEBOOK_5.name) == 2
@@ -143,6 +158,59 @@ def test_bad_arguments_are_refused_clearly(tmp_path: Path) -> None:
         part5.suite_command(tmp_path, target="bosh")
     with pytest.raises(KeyError, match="its tests: test_root_greets"):
         part5.test_source("test_nothing")
+
+
+def test_the_report_names_each_failure_and_shows_each_staging_log_once() -> None:
+    staging = ["Cell cell-0 creating container for instance g", "-----> Installing config-server 0.0.1",
+               "       **ERROR** dependency sha256 mismatch: expected sha256 aa, actual sha256 bb",
+               "Exit status 225"]
+    claim = ("sidecarlab.testing.matchers.ClaimFailed: claim failed: GET / answers 200\n"
+             "  seen: it-uncached-abc did not deploy\nstaging log (last 40 lines):\n" + "\n".join(staging))
+    traceback = "buildpack/integration/test_buildpack.py:35: in test_root_greets\nE   " + "\nE   ".join(staging)
+    run = part5.SuiteRun([], 1, "", [
+        part5.TestOutcome("test_root_greets[uncached]", "failed", claim + "\n" + traceback, claim),
+        part5.TestOutcome("test_config[uncached]", "failed", claim + "\n" + traceback, claim),
+        part5.TestOutcome("test_install_line[uncached]", "passed"),
+        part5.TestOutcome("test_packaging[uncached]", "error", "PackagerError: sha256 must be 64 hex digits\n..."),
+    ])
+    report = part5.suite_report(run, "collected 12 items / 8 deselected / 4 selected")
+    assert "FAILED test_root_greets[uncached]" in report and "FAILED test_config[uncached]" in report
+    assert report.count("  claim failed: GET / answers 200") == 2
+    assert report.count("  seen: it-uncached-abc did not deploy") == 2
+    assert "ERROR test_packaging[uncached]" in report
+    assert "  PackagerError: sha256 must be 64 hex digits" in report
+    # The staging log both failures carry, once, from the exception (not pytest's `E` lines).
+    heading = "the end of the staging log in the report of test_root_greets[uncached], test_config[uncached]:"
+    at = report.index(heading)
+    assert report[at + 1:at + 5] == [f"  {line.strip()}" for line in staging]
+    assert not any(line.lstrip().startswith("E ") for line in report)
+    assert report[-1] == "result: 1 passed, 2 failed, 1 error, 8 deselected (pytest exited 1)"
+
+
+def test_the_report_reads_the_whole_claim_from_a_real_junit_file(tmp_path: Path) -> None:
+    # pytest shortens a long message in JUnit's `message` attribute; the report must not depend on that.
+    staging = [f"staging line {i}" for i in range(30)] + ["       **ERROR** dependency sha256 mismatch: expected sha256 aa"]
+    message = "\n".join(["claim failed: GET / answers 200", "  seen: it did not deploy",
+                         "staging log (last 40 lines):", *staging])
+    (tmp_path / "test_claims.py").write_text(
+        f"class ClaimFailed(AssertionError):\n    pass\n\ndef test_one():\n    raise ClaimFailed({message!r})\n")
+    junit = tmp_path / "junit.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=short", "-c", os.devnull,
+                    f"--junitxml={junit}", str(tmp_path / "test_claims.py")], cwd=tmp_path, capture_output=True,
+                   check=False)
+    (outcome,) = part5.read_junit(junit)
+    assert outcome.outcome == "failed" and "dependency sha256 mismatch" in outcome.message
+    report = part5.suite_report(part5.SuiteRun([], 1, "", [outcome]))
+    assert "  claim failed: GET / answers 200" in report and "  seen: it did not deploy" in report
+    tail = report[report.index("the end of the staging log in the report of test_one:") + 1:]
+    assert tail[:part5.STAGING_TAIL] == [f"  {line.strip()}" for line in staging[-part5.STAGING_TAIL:]]
+
+
+def test_a_suite_that_could_not_start_shows_pytest_s_last_lines() -> None:
+    run = part5.SuiteRun([], 4, "ERROR: usage: pytest [options]\nerror: unrecognized arguments: --nope\n", [])
+    report = part5.suite_report(run, ran_any=False)
+    assert report[1] == "pytest exited 4 before any test ran; its last lines:"
+    assert report[-1] == "error: unrecognized arguments: --nope"
 
 
 def test_the_cf_params_file_is_what_the_suite_reads(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ import yaml
 
 from . import blobstore, packager, sidecar
 from .checks import CheckFailed, CheckResult, check, fail, latest_build, staging_log
+from .part3 import go_build_command
 from .supply_buildpack import BuildpackError
 from .targets import LogLine, Target, TargetError
 
@@ -111,17 +112,14 @@ def build_and_upload_dependency(target: Target, work: Path, version: str, s3: bl
     work = Path(work)
     goarch = target.goarch()
     binary = work / "bin" / "config-server"
-    _show(f"(cd sidecar_src/config-server && CGO_ENABLED=0 GOOS=linux GOARCH={goarch} "
-          f"go build -trimpath -o {shlex.quote(os.path.relpath(binary, sidecar.default_source_dir()))} .)", log)
+    _show(go_build_command(binary, goarch), log)
     sidecar.build(out=binary, goos="linux", goarch=goarch)
     buildpack_dir = packager.copy_buildpack(work / "buildpack")
     version = version.strip().lstrip("v")
     key = blobstore.sidecar_key(f"{version}-linux-{goarch}.tgz")  # the key upload_dependency writes
     archive = key.rsplit("/", 1)[-1]
-    url = blobstore.public_url(s3, key)
-    endpoint = "" if s3.endpoint == blobstore.AWS else f" --endpoint-url {url[:url.index('/' + s3.bucket + '/')]}"
     _show(f"tar -czf {archive} -C {shlex.quote(os.path.relpath(work))} bin/config-server", log)
-    _show(f"aws s3 cp {archive} s3://{s3.bucket}/{key} --acl public-read{endpoint}", log)
+    _show(blobstore.aws_cp_command(archive, s3, key), log)
     _show(f"sha256sum {archive}   # then write the uri and the sha256 into buildpack/manifest.yml", log)
     uploaded = packager.upload_dependency(binary, version, s3, buildpack_dir, log=log)
     return Dependency(packager.DEPENDENCY, version, uploaded.url, uploaded.sha256, binary, buildpack_dir)
@@ -207,6 +205,7 @@ def require_admin(target: Target, *, log: Log = print) -> None:
         log("localcf: you are the platform's admin, so you may create system buildpacks and change "
             "staging security groups.")
         return
+    _show("cf oauth-token   # then read the token's `scope` list: it must hold " + ADMIN_SCOPE, log)
     user = os.environ.get("CF_USERNAME", "your user")
     if not admin:
         raise AdminRequired(

@@ -2,8 +2,12 @@
 notebook on a work copy of the buildpack, broken on purpose and fixed.
 
 - `run_suite` runs the suite as a subprocess (`python -m pytest buildpack/integration --buildpack DIR
-  --target T -k SELECT`), printing pytest's output line by line as it comes, and returns a `SuiteRun`
-  with the outcome of each test (read from pytest's JUnit XML report, not from the text);
+  --target T -k SELECT`) and returns a `SuiteRun` with the outcome of each test (read from pytest's
+  JUnit XML report, not from the text). What it prints is the same from run to run, so the executed
+  notebook can be compared with a reference: one line per test as it finishes, then
+  `suite_report` (each failure's claim and what it saw, each distinct staging log once, the counts),
+  never pytest's header (versions, plugins), timings or tracebacks; those stay in
+  `pytest-output.txt`, named at the end;
 - `test_source` shows one test of the suite;
 - `write_cf_params` writes the notebook's foundation settings where the suite's `--cf-params` reads
   them, for `--target cf`;
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -58,7 +63,8 @@ class TestOutcome:
 
     name: str
     outcome: str  # "passed", "failed", "error" or "skipped"
-    message: str = ""
+    message: str = ""  # the exception's message, then pytest's traceback
+    exception: str = ""  # the exception's message alone (JUnit's `message` attribute)
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,7 @@ def suite_command(buildpack_dir: Path, *, target: str = "local", select: str | N
     if target not in ("local", "cf"):
         raise ValueError(f"target must be 'local' or 'cf', not {target!r}.")
     argv = [sys.executable, "-m", "pytest", str(integration_dir()), "--buildpack", str(Path(buildpack_dir).resolve()),
-            "--target", target, "-n", "0", "-p", "no:cacheprovider", "-v", "--tb=short", "-rfE"]
+            "--target", target, "-n", "0", "-p", "no:cacheprovider", "-v", "--tb=short", "-rfE", "--color=no"]
     if select:
         argv += ["-k", select]
     if cf_params is not None:
@@ -111,26 +117,55 @@ def suite_command(buildpack_dir: Path, *, target: str = "local", select: str | N
     return argv
 
 
-def _read_junit(path: Path) -> list[TestOutcome]:
+def read_junit(path: Path) -> list[TestOutcome]:
+    """The outcome of each test case in a pytest JUnit XML report (none when there is no report)."""
     if not path.is_file():
         return []
     outcomes = []
     for case in ET.parse(path).getroot().iter("testcase"):
         name = case.get("name", "?")
-        outcome, message = "passed", ""
+        outcome, message, exception = "passed", "", ""
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
                 outcome = {"failure": "failed"}.get(child.tag, child.tag)
-                message = "\n".join(filter(None, [child.get("message", ""), child.text or ""]))
+                text = _ANSI.sub("", child.text or "")
+                # pytest shortens the `message` attribute of a long message ("[+12 more lines; ...]"); the
+                # traceback's `E` lines hold the whole of it.
+                exception = _exception_lines(text) or _ANSI.sub("", child.get("message", ""))
+                message = "\n".join(filter(None, [_ANSI.sub("", child.get("message", "")), text]))
                 break
-        outcomes.append(TestOutcome(name, outcome, message))
+        outcomes.append(TestOutcome(name, outcome, message, exception))
     return outcomes
+
+
+# A test's result line in pytest's `-v` output (`path::test[param] PASSED [ 16%]`), and its collection line.
+_RESULT_LINE = re.compile(r"^(?P<test>\S+::\S+) (?P<outcome>PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
+_COLLECTED_LINE = re.compile(r"\bcollected \d+ items?\b.*$")
+_DESELECTED = re.compile(r"(\d+) deselected")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Where a staging log quoted in a test's report ends: pytest's next section (`____ name ____`, `----
+# captured ---`) or the traceback that follows the message (`path.py:35: in test_x`).
+_SECTION_END = re.compile(r"^(?:[-_=]{4,}.*[-_=]{4,}|\S+\.py:\d+: in \S+)$")
+#: How many lines of a failed staging's log the report shows (the end, where the buildpack says why).
+STAGING_TAIL = 12
+
+
+def _exception_lines(traceback: str) -> str:
+    """The exception's message as pytest's traceback shows it: its `E   ` lines, without the marker."""
+    lines = [line[1:].removeprefix("   ") for line in traceback.splitlines() if re.match(r"E(\s|$)", line)]
+    return "\n".join(lines)
 
 
 def run_suite(buildpack_dir: Path, *, target: str = "local", select: str | None = "uncached",
               cf_params: Path | None = None, report_dir: Path | None = None, log: Log = print) -> SuiteRun:
-    """Run the integration suite on `buildpack_dir`, printing pytest's output line by line as it
-    comes (the command first, as a learner would type it), and return its outcome."""
+    """Run the integration suite on `buildpack_dir` and return its outcome, printing a report that
+    is the same from run to run: the command (as a learner would type it), then, as they come, the
+    collection line and one line per test with its outcome; at the end, for each failing test its
+    claim and what it saw, the staging log they name (once per distinct log), and the counts.
+
+    pytest's whole output (its header, timings, tracebacks, every app's logs) goes to
+    `pytest-output.txt` in `report_dir`, named at the end; the outcomes come from its JUnit report.
+    """
     buildpack_dir = Path(buildpack_dir)
     if not (buildpack_dir / "manifest.yml").is_file():
         raise FileNotFoundError(f"{buildpack_dir} has no manifest.yml: give the buildpack's work copy.")
@@ -147,17 +182,79 @@ def run_suite(buildpack_dir: Path, *, target: str = "local", select: str | None 
     if cf_params is not None:
         shown += ["--cf-params", os.path.relpath(Path(cf_params).resolve(), root)]
     log("$ " + shlex.join(shown) + "   # from the repository's root")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # Plain text: pytest colours its output when the environment asks (PY_COLORS, FORCE_COLOR).
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "PY_COLORS")}
+    env.update(PYTHONUNBUFFERED="1", PY_COLORS="0", NO_COLOR="1")
     lines: list[str] = []
+    collected = ""
+    results = 0
     # From the repository's root: its pyproject.toml loads the harness's plugin (`-p sidecarlab.testing.plugin`).
     with subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, bufsize=1) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
-            log(line.rstrip("\n"))
+            text = _ANSI.sub("", line.rstrip("\n"))
+            result = _RESULT_LINE.match(text)
+            if result:
+                results += 1
+                log(f"{result.group('test')} {result.group('outcome')}")
+            elif not collected and (found := _COLLECTED_LINE.search(text)):
+                collected = found.group(0).strip()
+                log(collected)
         returncode = proc.wait()
-    return SuiteRun(argv, returncode, "".join(lines), _read_junit(junit))
+    output = "".join(lines)
+    saved = report_dir / "pytest-output.txt"
+    saved.write_text(output)
+    run = SuiteRun(argv, returncode, output, read_junit(junit))
+    for report_line in suite_report(run, collected, ran_any=results > 0):
+        log(report_line)
+    log(f"pytest's whole output (header, tracebacks, the apps' logs): {os.path.relpath(saved)}")
+    return run
+
+
+def suite_report(run: SuiteRun, collected: str = "", *, ran_any: bool = True) -> list[str]:
+    """The end of `run_suite`'s report: each failure's claim and what it saw, each distinct staging log
+    once, and the counts (without pytest's timings). When no test ran at all, pytest's last lines."""
+    report: list[str] = []
+    if not ran_any and not run.tests and run.returncode not in (0, 5):
+        tail = run.output.strip().splitlines()[-STAGING_TAIL * 2:]
+        return ["", f"pytest exited {run.returncode} before any test ran; its last lines:", *tail]
+    logs: dict[tuple[str, ...], list[str]] = {}
+    for test in run.failing:
+        claim, seen, staging = _failure_parts(test.exception or test.message)
+        report += ["", f"{test.outcome.upper()} {test.name}", f"  {claim}"]
+        if seen:
+            report.append(f"  {seen}")
+        if staging:
+            logs.setdefault(tuple(staging[-STAGING_TAIL:]), []).append(test.name)
+    for staging_lines, names in logs.items():
+        report += ["", f"the end of the staging log in the report of {', '.join(names)}:",
+                   *(f"  {line}" for line in staging_lines)]
+    deselected = _DESELECTED.search(collected)
+    counts = run.summary() + (f", {deselected.group(1)} deselected" if deselected else "")
+    report += ["", f"result: {counts} (pytest exited {run.returncode})"]
+    return report
+
+
+def _failure_parts(message: str) -> tuple[str, str, list[str]]:
+    """A failing test's report, from its JUnit message: the claim (`claim failed: ...`), what was seen
+    (`seen: ...`) and the staging log a ClaimFailed carries; any other error by its first line."""
+    lines = [line.rstrip() for line in message.strip().splitlines()]
+    claim_at = next((i for i, line in enumerate(lines) if "claim failed: " in line), None)
+    if claim_at is None:
+        first = lines[0] if lines else "(no message)"
+        return first, "", []
+    claim = lines[claim_at][lines[claim_at].index("claim failed: "):]
+    seen = next((line.strip() for line in lines[claim_at + 1:] if line.strip().startswith("seen: ")), "")
+    start = next((i for i, line in enumerate(lines) if line.strip().startswith("staging log (last ")), None)
+    staging: list[str] = []
+    if start is not None:
+        for line in lines[start + 1:]:
+            if not line.strip() or _SECTION_END.match(line.strip()):
+                break
+            staging.append(line.strip())
+    return claim, seen, staging
 
 
 # ===================================================================================== checks

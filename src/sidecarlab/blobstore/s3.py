@@ -27,6 +27,7 @@ __all__ = [
     "KEY_PREFIX",
     "S3Settings",
     "Upload",
+    "aws_cp_command",
     "public_url",
     "sha256_of",
     "sidecar_key",
@@ -269,14 +270,25 @@ def public_url(settings: S3Settings, key: str, state_dir: Path | None = None) ->
     return f"{base}/{settings.bucket}/{quoted}"
 
 
+def aws_cp_command(source: str, settings: S3Settings, key: str, state_dir: Path | None = None) -> str:
+    """The aws CLI line that uploads `source` as `key`, readable by anyone (what a learner types on a
+    real foundation): `aws s3 cp SOURCE s3://BUCKET/KEY --acl public-read`, plus `--region` for AWS
+    and `--endpoint-url` for any other S3-compatible store."""
+    where = (f" --region {settings.region}" if settings.endpoint == AWS
+             else f" --endpoint-url {_endpoint_url(settings, state_dir)}")
+    return f"aws s3 cp {source} s3://{settings.bucket}/{key} --acl public-read{where}"
+
+
 def upload_sidecar(binary: Path, version: str, settings: S3Settings, *, buildpack_dir: Path | None = None,
                    state_dir: Path | None = None, check_public: bool = True,
-                   log: Callable[[str], None] | None = print) -> Upload:
+                   log: Callable[[str], None] | None = print, show_command: bool = False) -> Upload:
     """Upload `binary` as `config-server-sidecar/config-server-v<version>`, readable by anyone, and
     write its URL to `buildpack_dir/.downloadurl`. The embedded store creates the bucket if missing.
 
     With `check_public`, an anonymous GET of the URL must answer 200, so a bucket that refuses public
-    reads is reported here rather than as a failed staging later.
+    reads is reported here rather than as a failed staging later. With `show_command`, the `aws s3 cp`
+    line that does the same upload is printed first (`$ aws s3 cp ...`), the binary named relative to
+    the current directory.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -286,6 +298,8 @@ def upload_sidecar(binary: Path, version: str, settings: S3Settings, *, buildpac
     key = sidecar_key(version)
     client = _client(settings, state_dir)
     say = log or (lambda _line: None)
+    if show_command:
+        say("$ " + aws_cp_command(os.path.relpath(binary), settings, key, state_dir))
     try:
         if settings.embedded:
             _ensure_bucket(client, settings.bucket)

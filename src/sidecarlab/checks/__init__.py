@@ -37,6 +37,9 @@ from .part1 import (
     sidecar_registered,
     wait_until_reachable,
 )
+from .part3 import config_inside_container as config_inside_container  # Part 3: inside the container
+from .part3 import port_in_container as port_in_container
+from .part3 import sidecar_beside_app as sidecar_beside_app
 from .parts_2_3 import (
     download_error_line,
     download_failed,
