@@ -244,8 +244,9 @@ def _saved(notebook: Path, cell: int) -> nbformat.NotebookNode:
     deadline = time.monotonic() + 30
     while True:
         saved = nbformat.read(str(notebook), as_version=4)
-        if saved.cells[cell].get("outputs") or time.monotonic() > deadline:
+        if saved.cells[cell].get("outputs"):
             return saved
+        assert time.monotonic() < deadline, f"JupyterLab did not save {notebook.name} with outputs (Ctrl+S)"
         time.sleep(0.5)
 
 
