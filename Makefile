@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: tutorial test lint lab clean regression regression-update
+.PHONY: tutorial test lint lab browser clean regression regression-update
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ regression-update: $(STAMP)
 LAB_ARGS ?=
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/
+
+# the browser for tests/test_browser.py (Playwright drives it; Playwright comes with the test extra):
+# Debian's chromium, installed with apt-get when missing and run as root; the test is skipped without it
+CHROMIUM ?= /usr/bin/chromium
+browser: $(STAMP)
+	@if [ -x $(CHROMIUM) ]; then echo "browser: $(CHROMIUM)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }; \
+	else echo "browser: $(CHROMIUM) is missing: run 'sudo apt-get install -y chromium' (Debian, Ubuntu)" >&2; exit 1; fi
 
 clean:
 	rm -rf build .pytest_cache

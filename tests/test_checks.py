@@ -17,7 +17,7 @@ import yaml
 from conftest import LocalCF, free_port
 
 from sidecarlab import checks, sidecar, tutorial
-from sidecarlab.checks import CheckFailed
+from sidecarlab.checks import PASSED_MARK, SKIPPED_MARK, CheckFailed
 from sidecarlab.targets import (
     Event,
     HttpResponse,
@@ -95,7 +95,7 @@ def test_working_app_passes_each_check_with_exactly_one_line(target: LocalTarget
         result = check(target, good_app)
         out = capsys.readouterr().out
         assert out == result.line() + "\n", f"{check.__name__} printed {out!r}"
-        assert result.status == "passed" and out.startswith("✅ "), out
+        assert result.status == "passed" and out.startswith(PASSED_MARK + " "), out
     assert "origin user" in checks.sidecar_registered(target, good_app).statement
 
 
@@ -107,7 +107,7 @@ def test_working_app_passes_each_isolation_check_with_exactly_one_line(target: L
         result = check(target, good_app)
         out = capsys.readouterr().out
         assert out == result.line() + "\n", f"{check.__name__} printed {out!r}"
-        assert result.status == "passed" and out.startswith("✅ "), out
+        assert result.status == "passed" and out.startswith(PASSED_MARK + " "), out
 
 
 def test_memory_check_passes_when_the_sidecar_memory_is_carved_out(target: LocalTarget, apps: Pusher,
@@ -256,7 +256,7 @@ def test_crash_check_on_a_platform_that_never_restarts_fails_clearly(capsys) -> 
     assert info.value.seen == "#0 CRASHED after 1s"
     assert "A platform that does not restart crashed instances leaves the app down" in info.value.hint
     assert platform.polls >= 2, "the check must poll until its deadline, not look once"
-    assert "✅" not in capsys.readouterr().out
+    assert PASSED_MARK not in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------ isolation: skipped
@@ -276,8 +276,8 @@ def test_isolation_checks_are_skipped_in_process_mode(tmp_path: Path, sidecar_bi
             result = check(platform, name)
             assert result.status == "skipped" and not result.passed
             out = capsys.readouterr().out
-            assert out.startswith("⏭️ skipped: ") and "runtime mode `process`" in out
-            assert "✅" not in out
+            assert out.startswith(SKIPPED_MARK + " skipped: ") and "runtime mode `process`" in out
+            assert PASSED_MARK not in out
         assert checks.app_answers(platform, name).passed  # what needs no isolation is still proven
     finally:
         platform.stop()

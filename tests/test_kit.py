@@ -18,7 +18,7 @@ from conftest import LocalCF
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from sidecarlab import blobstore, checks, supply_buildpack, tutorial
-from sidecarlab.checks import CheckFailed, part1
+from sidecarlab.checks import FAILED_MARK, PASSED_MARK, CheckFailed, part1
 from sidecarlab.supply_buildpack import BuildpackError
 from sidecarlab.targets import (
     ApiError,
@@ -457,7 +457,7 @@ def test_failed_check_in_a_notebook_shows_expected_seen_hint_only(shell, capsys)
     result = shell.run_cell('raise CheckFailed("GET / answers", "HTTP 200", "HTTP 404", "push the app")')
     assert isinstance(result.error_in_exec, CheckFailed)
     out = capsys.readouterr().out
-    assert "❌ GET / answers\n   expected: HTTP 200\n   seen:     HTTP 404\n   hint:     push the app" in out
+    assert f"{FAILED_MARK} GET / answers\n   expected: HTTP 200\n   seen:     HTTP 404\n   hint:     push the app" in out
     assert "Traceback" not in out
 
 
@@ -573,7 +573,7 @@ def _tiny_tutorial(tmp_path: Path) -> Path:
     nb = new_notebook(cells=[
         new_markdown_cell("# A tiny part"),
         parameters,
-        new_code_cell('print("✅ greeting is", greeting)'),
+        new_code_cell(f'print("{PASSED_MARK} greeting is", greeting)'),
         new_code_cell('assert greeting == "from-params", greeting\nraise ValueError("broken on purpose")'),
         new_code_cell('print("never reached")'),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
@@ -594,7 +594,7 @@ def test_run_names_the_notebook_and_the_failing_cell(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] is False
     (result,) = summary["notebooks"]
-    assert result["passed_checks"] == ["✅ greeting is from-params"]
+    assert result["passed_checks"] == [f"{PASSED_MARK} greeting is from-params"]
     executed = nbformat.read(str(out / "notebooks" / "07-tiny.ipynb"), as_version=4)
     assert "never reached" not in json.dumps(executed.cells[-1].get("outputs", []))
     assert "| 07-tiny | failed |" in (out / "summary.md").read_text()

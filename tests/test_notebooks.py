@@ -23,6 +23,7 @@ from test_blobstore import blobstore_processes, wait_until_gone
 
 from sidecarlab import tutorial
 from sidecarlab.checks import PASSED_MARK, SKIPPED_MARK
+from sidecarlab.checks.core import output_text
 from sidecarlab.supply_buildpack import DOWNLOAD_SUPPLY, NEVER_DETECT, PLACEHOLDER_SUPPLY
 
 SIDECARLAB = Path(sys.executable).parent / "sidecarlab"
@@ -31,7 +32,7 @@ NOTEBOOK_1 = NOTEBOOKS / "01-push-app-with-sidecar.ipynb"
 NOTEBOOK_2 = NOTEBOOKS / "02-sidecar-from-buildpack.ipynb"
 NOTEBOOK_3 = NOTEBOOKS / "03-real-sidecar-from-buildpack.ipynb"
 
-# What each check proves, as the start of its ✅ line ({app} is the notebook's app name).
+# What each check proves, as the start of its pass line (after PASSED_MARK) ({app} is the notebook's app name).
 _PROVES = {
     "app_answers": r"GET / of {app} answers \"Hi, I'm an app with a sidecar!\" \(HTTP 200, through the router\)$",
     "config_from_sidecar": r"GET /config of {app} returns \{{.*\}}: the app got it from its sidecar over localhost$",
@@ -116,13 +117,13 @@ def check_calls(path: Path) -> list[str]:
 
 
 def check_lines(executed: Path) -> list[str]:
-    """The ✅ and ⏭️ lines of an executed notebook, in order."""
+    """The pass and skipped lines of an executed notebook (printed, or shown as displays), in order."""
     text = outputs_text(executed)
     return [line for line in text.splitlines() if line.startswith((PASSED_MARK, SKIPPED_MARK))]
 
 
 def assert_claims(source: Path, executed: Path, expected: list[tuple[str, dict]], app: str) -> None:
-    """One ✅ line per check call, in order, each the claim of that very check."""
+    """One pass line per check call, in order, each the claim of that very check."""
     assert check_calls(source) == [name for name, _ in expected], "the notebook's check cells changed"
     lines = check_lines(executed)
     assert len(lines) == len(expected), "\n".join(lines)
@@ -187,9 +188,10 @@ def run_parts(parts: list[str], localcf: LocalCF, out: Path, work: Path, home: P
 
 
 def outputs_text(path: Path) -> str:
+    """What the executed notebook printed and showed as plain text (checks show theirs as displays)."""
     executed = nbformat.read(str(path), as_version=4)
-    return "\n".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", [])
-                     if o.get("output_type") == "stream")
+    return "\n".join(output_text(o) for c in executed.cells for o in c.get("outputs", [])
+                     if o.get("output_type") in ("stream", "display_data"))
 
 
 def test_runner_runs_parts_1_to_3_in_order() -> None:

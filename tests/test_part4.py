@@ -37,7 +37,7 @@ from test_buildpack_product import (  # noqa: F401
 from test_packager import archive_name, binary, dep_server  # noqa: F401
 
 from sidecarlab import checks, part4, tutorial
-from sidecarlab.checks import CheckFailed
+from sidecarlab.checks import SKIPPED_MARK, CheckFailed
 from sidecarlab.targets import CFTarget, LocalTarget
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -423,7 +423,7 @@ def test_air_gapped_checks_are_skipped_in_process_mode(tmp_path: Path, capsys: p
             assert result.status == "skipped" and not result.passed
             assert "staging cannot be air-gapped here: localcf runs in runtime mode `process`" in result.reason
         lines = capsys.readouterr().out.splitlines()
-        assert len(lines) == 2 and all(line.startswith("⏭️ skipped: ") for line in lines)
+        assert len(lines) == 2 and all(line.startswith(SKIPPED_MARK + " skipped: ") for line in lines)
     finally:
         cf("stop", check=False)
 

@@ -16,6 +16,8 @@ import nbformat
 import pytest
 
 from sidecarlab import regression
+from sidecarlab.checks import PASSED_MARK
+from sidecarlab.checks.core import output_text
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -30,11 +32,21 @@ def test_every_notebook_has_a_reference_made_by_a_real_run() -> None:
         reference = nbformat.read(str(REFERENCES / name), as_version=4)
         outputs = [o for c in reference.cells if c.cell_type == "code" for o in c.get("outputs", [])]
         assert outputs, f"{name}: the reference has no outputs"
-        text = "".join(o.get("text", "") for o in outputs)
-        assert "✅" in text, f"{name}: the reference records no passed check"
+        text = "".join(output_text(o) for o in outputs)
+        assert PASSED_MARK in text, f"{name}: the reference records no passed check"
         # stored normalised: no value of the machine or the run that made it
         assert not re.search(r"/tmp/|/home/(?!vcap)|\b[0-9a-f]{8}-[0-9a-f]{4}-", text), name
         assert "papermill" not in reference.metadata
+
+
+def _replace_text(output: dict, old: str, new: str) -> None:
+    """Replace `old` by `new` in an output's text: a stream's, or every form of a display (a check's
+    line and its HTML badge)."""
+    if output.get("output_type") == "stream":
+        output["text"] = output["text"].replace(old, new, 1)
+    else:
+        for kind, value in output["data"].items():
+            output["data"][kind] = value.replace(old, new, 1)
 
 
 def _changed(nb_path: Path, old: str, new: str) -> str:
@@ -42,8 +54,8 @@ def _changed(nb_path: Path, old: str, new: str) -> str:
     nb = nbformat.read(str(nb_path), as_version=4)
     for cell in nb.cells:
         for output in cell.get("outputs", []):
-            if old in output.get("text", ""):
-                output["text"] = output["text"].replace(old, new, 1)
+            if old in output_text(output):
+                _replace_text(output, old, new)
                 nbformat.write(nb, str(nb_path))
                 return cell.source.splitlines()[0]
     raise AssertionError(f"{old!r} is in no output of {nb_path.name}")
@@ -72,8 +84,8 @@ def test_volatile_values_are_normalised_by_the_settings(tmp_path: Path) -> None:
     nbformat.write(original, str(reference))
     assert regression.compare(reference, copy) is None
     # the check that names TIME_WAIT in its claim is not a socket row: losing it fails
-    claim = next(o for c in nb.cells for o in c.get("outputs", []) if "is in state TIME_WAIT" in o.get("text", ""))
-    claim["text"] = claim["text"].replace("is in state TIME_WAIT", "is in state ESTABLISHED")
+    claim = next(o for c in nb.cells for o in c.get("outputs", []) if "is in state TIME_WAIT" in output_text(o))
+    _replace_text(claim, "is in state TIME_WAIT", "is in state ESTABLISHED")
     nbformat.write(nb, str(copy))
     assert regression.compare(reference, copy) is not None
 
@@ -106,12 +118,13 @@ def test_a_missing_line_fails(tmp_path: Path) -> None:
     nb = nbformat.read(str(REFERENCES / PART1), as_version=4)
     for cell in nb.cells:
         for output in cell.get("outputs", []):
-            if "✅" in output.get("text", ""):
-                lines = output["text"].splitlines(keepends=True)
-                output["text"] = "".join(line for line in lines if "✅" not in line)
+            text = output_text(output)
+            if PASSED_MARK in text:
+                line = next(line for line in text.splitlines(keepends=True) if PASSED_MARK in line)
+                _replace_text(output, line, "")
                 nbformat.write(nb, str(copy))
                 difference = regression.compare(REFERENCES / PART1, copy)
-                assert difference is not None and "-✅" in difference.diff.replace(" ", "")
+                assert difference is not None and "-" + PASSED_MARK in difference.diff.replace(" ", "")
                 return
     raise AssertionError("no check line in the reference")
 

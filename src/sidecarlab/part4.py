@@ -5,7 +5,7 @@ The notebook stays thin; what it needs lives here, in three groups:
 - steps the kit does for the learner (build and upload the dependency, package the buildpack,
   tamper with a cached zip). Each prints the command a learner would type for it on a real
   foundation (`go build`, `aws s3 cp`, `buildpack-packager build`, `unzip`/`zip`) before doing it;
-- the checks of Part 4's claims. Each prints one `✅` line, or a `⏭️ skipped` line when the platform
+- the checks of Part 4's claims. Each shows one pass line (`PASSED_MARK`), or a skipped line when the platform
   cannot show the claim (localcf in runtime mode `process` has no network namespace to stage in, so
   staging cannot be air-gapped there), or raises `CheckFailed` with what was expected, what was seen
   and a hint. They read the platform only through the Target (`cf curl`, `cf ssh`, `cf logs`);
@@ -348,8 +348,7 @@ def _ipython() -> Any:
 # ===================================================================================== checks
 
 def _report(result: CheckResult) -> CheckResult:
-    print(result.line(), flush=True)
-    return result
+    return result.show()
 
 
 class _NotSo(Exception):

@@ -12,7 +12,7 @@ notebook on a work copy of the buildpack, broken on purpose and fixed.
 - `write_cf_params` writes the notebook's foundation settings where the suite's `--cf-params` reads
   them, for `--target cf`;
 - the checks: `suite_passed` (every selected test passed, and at least one ran) and `suite_caught`
-  (the suite failed, and a failing test's report names the fault). Each prints one `✅` line or
+  (the suite failed, and a failing test's report names the fault). Each shows one pass line (`PASSED_MARK`) or
   raises `CheckFailed` with what was expected, what was seen and a hint.
 
 The suite always runs on a work copy of the buildpack (`--buildpack`), never on the committed
@@ -260,8 +260,7 @@ def _failure_parts(message: str) -> tuple[str, str, list[str]]:
 # ===================================================================================== checks
 
 def _report(result: CheckResult) -> CheckResult:
-    print(result.line(), flush=True)
-    return result
+    return result.show()
 
 
 def _names(tests: list[TestOutcome]) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from .checks import PASSED_MARK, SKIPPED_MARK
+from .checks.core import output_text
 from .errors import KitError
 from .paths import checkout_dir, work_root
 
@@ -239,9 +240,7 @@ def _check_lines(nb: Any) -> tuple[list[str], list[str]]:
     passed, skipped = [], []
     for cell in nb.cells:
         for output in cell.get("outputs", []):
-            if output.get("output_type") != "stream":
-                continue
-            for line in output.get("text", "").splitlines():
+            for line in output_text(output).splitlines():  # printed, or shown as a display
                 if line.startswith(PASSED_MARK):
                     passed.append(line)
                 elif line.startswith(SKIPPED_MARK):

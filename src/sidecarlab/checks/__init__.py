@@ -1,9 +1,11 @@
 """Checks: each proves one claim of the tutorial on any target.
 
-A check prints exactly one line: `✅ <what was proven>`, or `⏭️ skipped: <claim> (<why>)` when the
-target cannot show it. Otherwise it raises `CheckFailed` with what was expected, what was seen and
-a hint. The rooms: `core` (the `check` decorator, results, failures), `snapshot` (processes and
-sockets inside an instance), `part1` and `parts_2_3` (the claims of each part).
+A check shows exactly one line: `✔ <what was proven>`, or `⊘ skipped: <claim> (<why>)` when the
+target cannot show it (the marks: `PASSED_MARK`, `SKIPPED_MARK`; in a notebook also as a PASS or
+SKIP badge). Otherwise it raises `CheckFailed` with what was expected, what was seen and a hint
+(its message starts with `FAILED_MARK`, ✘). The rooms: `core` (the `check` decorator, results,
+failures), `snapshot` (processes and sockets inside an instance), `part1` and `parts_2_3` (the
+claims of each part).
 """
 
 from __future__ import annotations
