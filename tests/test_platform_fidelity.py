@@ -21,8 +21,8 @@ from conftest import FIXTURES, ROOT, LocalCF, free_port
 from test_platform_runtime import cf, delete, needs_isolation, push_runtime_app  # noqa: F401  (cf: the fixture)
 
 GARDEN_INIT = "/tmp/garden-init"
-# A `cf ssh -c` command runs without the droplet's profile scripts, as on a cell (where
-# /tmp/lifecycle/shell sources them): this sources them as the launcher does.
+# A `localcf ssh -c` command runs without the droplet's profile scripts (deps' bin/ is not on its
+# PATH): this sources them as the launcher does.
 PROFILE = "cd /home/vcap/app 2>/dev/null || cd \"$HOME\"; for f in ../profile.d/*; do . \"$f\"; done; "
 
 
