@@ -16,8 +16,8 @@ supply.py PYTHON BUILD_DIR CACHE_DIR DEPS_DIR DEPS_IDX
 from __future__ import annotations
 
 import importlib.metadata
-import platform
 import os
+import platform
 import re
 import site
 import subprocess
