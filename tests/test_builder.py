@@ -205,7 +205,8 @@ def test_supplied_tools_are_on_path_at_runtime_with_python_buildpack_final(
     # What the launcher does: cd app, source ../profile.d/*, run the command.
     script = ('cd app && for f in ../profile.d/*; do . "$f"; done; '
               'command -v alpha; command -v beta; alpha; echo "home=$ALPHA_HOME"; '
-              'echo "suppliers=$SUPPLIERS"; python -c "import sys; print(sys.prefix)"')
+              'echo "suppliers=$SUPPLIERS"; '
+              'python -c "import sys, yaml; print(sys.prefix); print(sys.base_prefix); print(yaml.__file__)"')
     env = {"PATH": "/usr/bin:/bin", "DEPS_DIR": str(home / "deps"), "HOME": str(home / "app")}
     run = subprocess.run(["bash", "-c", script], cwd=home, env=env, capture_output=True,
                          text=True, timeout=60)
@@ -216,7 +217,12 @@ def test_supplied_tools_are_on_path_at_runtime_with_python_buildpack_final(
     assert out[2] == "alpha tool"
     assert out[3] == f"home={home}/deps/0/home"  # env/ files become exports, with $DEPS_DIR
     assert out[4] == "suppliers=alpha,beta"  # deps/*/profile.d scripts are sourced in order
-    assert out[5] == sys.prefix  # the app's python is the interpreter the kit runs on
+    # the app's python is the interpreter the kit runs on, as a virtual environment in the
+    # droplet (as the real python_buildpack puts CPython in deps/IDX), with the kit's packages
+    assert out[5] == f"{home}/deps/2"
+    assert out[6] == sys.base_prefix
+    import yaml
+    assert out[7] == yaml.__file__
 
 
 def test_final_buildpack_without_finalize_compiles_with_the_warning(stager: Stager) -> None:

@@ -114,9 +114,23 @@ def test_an_app_reaches_nothing_of_the_host(world, tmp_path: Path) -> None:
         delete(lcf, other)
 
 
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return kids
+
+
 def _uids_on_host(instance: str) -> dict[int, list[int]]:
-    """pid -> [real, effective, saved, fs] uids of the host processes of one instance's container."""
+    """pid -> [real, effective, saved, fs] uids of the host processes of one instance's container:
+    the init (the child of the `unshare` whose command line names the container's folder; its own
+    command line reads /tmp/garden-init) and every process whose environment names the instance."""
     found = {}
+    inits: set[int] = set()
+    rows = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -126,10 +140,15 @@ def _uids_on_host(instance: str) -> dict[int, list[int]]:
             status = Path(f"/proc/{name}/status").read_text()
         except OSError:
             continue
-        inside = instance.encode() in environ or (b"container_init.py" in cmdline and instance.encode() in cmdline)
-        if inside and not cmdline.startswith(b"unshare") and b"/unshare\0" not in cmdline:
+        if (cmdline.startswith(b"unshare") or b"/unshare\0" in cmdline) and instance.encode() in cmdline:
+            inits.update(_children(int(name)))
+            continue
+        rows.append((int(name), instance.encode() in environ, status))
+    for pid, inside, status in rows:
+        if inside or pid in inits:
             uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-            found[int(name)] = [int(v) for v in uid_line.split()[1:]]
+            found[pid] = [int(v) for v in uid_line.split()[1:]]
+    assert inits & set(found), f"the init of {instance} was not found among the host's processes"
     return found
 
 

@@ -160,13 +160,14 @@ def test_app_and_sidecar_share_one_container(cf: LocalCF, tmp_path: Path) -> Non
         if cf.mode == "namespaces":  # type: ignore[attr-defined]
             ps = cf("ssh", app["name"], "-c", "ps -eo pid,args").out.splitlines()[1:]
             commands = [line.split(None, 1)[1] for line in ps]
-            assert commands[0].split()[-2:][0].endswith("container_init.py") or "container_init" in commands[0]
-            assert any(c == "python app.py" or c.endswith("python3 app.py") or c.endswith(" app.py") for c in commands), commands
-            assert any(f"sidecar.py {app['sidecar']}" in c for c in commands), commands
+            # as on a Diego cell: PID 1 is garden's init, the app and the sidecar read as their commands
+            assert commands[0] == "/tmp/garden-init", commands
+            assert "python app.py" in commands, commands
+            assert f"python sidecar.py {app['sidecar']}" in commands, commands
             # only the container's own: init, app, sidecar, and the ssh session's shell and ps
             assert len(commands) <= 5, commands
-            assert all("container_init" in c or c.endswith(" app.py") or "sidecar.py" in c or c.startswith(("ps ", "/bin/bash"))
-                       for c in commands), commands
+            assert all(c == "/tmp/garden-init" or c.endswith(" app.py") or "sidecar.py" in c
+                       or c.startswith(("ps ", "/bin/bash")) for c in commands), commands
             # the host cannot reach the sidecar's port
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", app["port"]), timeout=2).close()
@@ -189,7 +190,7 @@ def test_host_isolation(cf: LocalCF, tmp_path: Path) -> None:
         hostname, init, listing = out.splitlines()[0], out.splitlines()[1], out.splitlines()[2:]
         inst = stats(cf, app)[0]["instance_guid"]
         assert hostname == inst
-        assert "container_init" in init
+        assert init.rstrip() == "/tmp/garden-init", init
         assert {"app", "deps", "profile.d", "tmp", "logs"} <= set(listing)
     finally:
         delete(cf, app)

@@ -83,6 +83,41 @@ def buildpack_root(directory: Path, source: str | None = None) -> Path:
         f"malformed buildpack does not contain a /bin dir: {source or directory}")
 
 
+def is_local_path(source: str) -> bool:
+    """True for a buildpack given as a directory or zip of this machine (an absolute path, as
+    the client sends it): localcf's own kind of buildpack, which Cloud Foundry does not have."""
+    return not is_url(source) and os.path.isabs(source)
+
+
+def local_name(source: str) -> str:
+    """The name a buildpack given as a local directory or zip goes by (its folder's name, or
+    the zip's without `.zip`), so that no path of this machine shows where Cloud Foundry shows
+    an admin buildpack's name or a URL: `cf app`, the droplet, the staging log."""
+    name = Path(source.rstrip("/")).name
+    if name.lower().endswith(".zip") and len(name) > 4:
+        name = name[:-4]
+    return name or "buildpack"
+
+
+def declared_version(root: Path) -> str:
+    """The version a buildpack declares: its `VERSION` file, else `version:` in its manifest.yml
+    (the files libbuildpack's packager reads); "" when it declares none."""
+    try:
+        text = (root / "VERSION").read_text(errors="replace").strip()
+    except OSError:
+        text = ""
+    if text:
+        return text.splitlines()[0].strip()
+    import yaml  # only here: fetching buildpacks needs no YAML
+
+    try:
+        manifest = yaml.safe_load((root / "manifest.yml").read_text(errors="replace"))
+    except (OSError, yaml.YAMLError):
+        return ""  # no manifest, or one that says nothing readable: no version declared
+    version = manifest.get("version") if isinstance(manifest, dict) else None
+    return str(version).strip() if isinstance(version, (str, int, float)) else ""
+
+
 def extract_zip(zip_path: Path, dest: Path, *, kind: str = "buildpack", links_may_leave: bool = False) -> None:
     """Extract a zip into `dest`, refusing entries that would escape it.
 

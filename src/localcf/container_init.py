@@ -157,6 +157,9 @@ ETC_ENTRIES = (
 )
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 VCAP_UID = 2000
+# Where garden puts its init in every container, and PID 1's command line on a Diego cell
+# (guardian's bundle rules bind the init binary there and run it as the container's process).
+INIT_TITLE = "/tmp/garden-init"
 
 _CLONE_NEWUSER = 0x10000000
 _MS_RDONLY, _MS_REMOUNT, _MS_NOATIME, _MS_NODIRATIME, _MS_RELATIME = 0x1, 0x20, 0x400, 0x800, 1 << 21
@@ -364,7 +367,32 @@ def setup(cfg):
     libc.prctl(_PR_SET_DUMPABLE, 0)
     global _vcap_ns
     _vcap_ns = _vcap_namespace(libc)
+    _set_title(libc, INIT_TITLE)
     return "/home/vcap"
+
+
+def _set_title(libc, title):
+    """Make our command line read `title` (what `ps` shows for PID 1), as setproctitle does.
+
+    The kernel shows the memory of our original argv; we write `title` over it. With the last
+    byte of that area no longer NUL, the kernel reads the title up to its own NUL, so nothing of
+    the old command line (the host's paths of the interpreter, this script and its config) is
+    left. Where /proc/self/stat gives no addresses, the command line stays as it was.
+    """
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        # arg_start and arg_end are fields 48 and 49 of proc(5); fields[0] is field 3.
+        start, end = int(fields[45]), int(fields[46])
+    except (OSError, IndexError, ValueError):
+        return
+    raw = title.encode()[: max(0, end - start - 2)] + b"\0"
+    if start <= 0 or end - start < len(raw) + 1:
+        return
+    ctypes = libc._ctypes
+    ctypes.memset(start + len(raw), 0, end - start - len(raw))
+    ctypes.memset(end - 1, 0x20, 1)  # not NUL: the title ends at its own NUL
+    ctypes.memmove(start, raw, len(raw))
 
 
 def _vcap_namespace(libc):

@@ -86,6 +86,7 @@ class Stager:
         self._threads: dict[str, threading.Thread] = {}
         self._logs: dict[str, list[tuple[str, str]]] = {}  # build guid -> its staging lines so far
         self._done: set[str] = set()
+        self._local: dict[str, set[str]] = {}  # build guid -> keys of its local buildpacks
         self._cond = threading.Condition()
 
     def follow(self, build_guid: str, heartbeat: float = 1.0) -> Iterator[tuple[str, str] | None]:
@@ -194,6 +195,7 @@ class Stager:
             except sqlite3.Error as e:
                 print(f"localcf: could not record the outcome of build {build_guid}: {e}", file=sys.stderr,
                       flush=True)
+            self._local.pop(build_guid, None)
             self._finish(build_guid)
 
     def _ran_out_of_space(self, build_guid: str) -> bool:
@@ -216,18 +218,28 @@ class Stager:
         skip_detect = bool(refs)
         if not refs:
             refs = [b.name for b in self.c.buildpacks() if b.enabled and b.state == "READY"]
+        keys: list[str] = []
+        local: set[str] = set()
         for ref in refs:
-            target = dest / hashlib.md5(ref.encode()).hexdigest()
             admin = self.c.buildpack_by_name(ref)
-            stg(f"Downloading {ref}...")
+            # The key names the buildpack to the builder, in its messages and in the droplet:
+            # a local directory or zip goes by its folder's name, never by a path of this machine.
+            key = ref
+            if admin is None and bp_fetch.is_local_path(ref):
+                key = _unique(bp_fetch.local_name(ref), keys)
+                local.add(key)
+            keys.append(key)
+            target = dest / hashlib.md5(key.encode()).hexdigest()
+            stg(f"Downloading {key}...")
             if admin:
                 self._extract_cached(self.state.buildpacks / f"{admin.guid}.zip", admin.checksum or "", target)
             else:
                 tmp = dest / (target.name + ".fetch")
                 bp_fetch.fetch(ref, tmp).rename(target)
                 shutil.rmtree(tmp, ignore_errors=True)
-            stg(f"Downloaded {ref}")
-        return refs, skip_detect
+            stg(f"Downloaded {key}")
+        self._local[build.guid] = local
+        return keys, skip_detect
 
     def _extract_cached(self, zip_path: Path, checksum: str, target: Path) -> None:
         """Admin buildpacks are unpacked once per checksum and linked into each staging."""
@@ -314,8 +326,7 @@ class Stager:
                                      process_types=list(sc.get("process_types") or ["web"]),
                                      memory=sc.get("memory"))
                       for sc in result.get("sidecars") or []],
-            buildpacks=[DropletBuildpack(name=b.get("key"), detect_output=b.get("name"),
-                                         buildpack_name=b.get("name"), version=b.get("version"))
+            buildpacks=[self._droplet_buildpack(b, work / "buildpacks", self._local.get(build.guid, set()))
                         for b in meta.get("buildpacks") or []],
             stack=build.stack or STACK,
             checksum=hashlib.sha256(data).hexdigest(), size=len(data),
@@ -329,3 +340,29 @@ class Stager:
             return Outcome("FAILED", f"StagingError - Staging error: {conflict}")
         self.c.audit("audit.app.droplet.create", app, {"droplet_guid": droplet.guid})
         return Outcome("STAGED", None, droplet.guid)
+
+    def _droplet_buildpack(self, entry: JsonObject, fetched: Path, local: set[str]) -> DropletBuildpack:
+        """One of the droplet's `buildpacks`, from the builder's result: `name` is the buildpack's
+        key (the admin buildpack's name or the URL, as on Cloud Foundry; a local directory's
+        name); `buildpack_name` and `version` come from the config.yml the buildpack wrote. A
+        local buildpack (localcf's own kind) without a config.yml version goes by the version
+        it declares (VERSION, manifest.yml), so `cf app` shows one."""
+        key = str(entry.get("key") or "")
+        version = entry.get("version") or None
+        if not version and key in local:
+            try:
+                root = bp_fetch.buildpack_root(fetched / hashlib.md5(key.encode()).hexdigest())
+                version = bp_fetch.declared_version(root) or None
+            except (OSError, bp_fetch.BuildpackError):
+                version = None
+        return DropletBuildpack(name=key, detect_output=entry.get("name"),
+                                buildpack_name=entry.get("name"), version=version)
+
+
+def _unique(name: str, taken: list[str]) -> str:
+    """`name`, or `name-2`, `name-3`, ... when a buildpack of this build already has it."""
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate

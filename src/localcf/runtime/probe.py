@@ -129,8 +129,10 @@ def _rootfs_cfg(where: Path, root: Path) -> dict:
     rootfs = where / "rootfs"
     rootfs.mkdir(exist_ok=True)
     ids = _host_ids()
+    # The init's own program shows at garden's path, which is PID 1's command line inside.
+    readonly = [*_interpreter_binds(), [str(INIT_SCRIPT), container_init.INIT_TITLE]]
     return {"rootfs": str(rootfs), "root": str(root), "system": [d for d in SYSTEM_DIRS if os.path.lexists(d)],
-            "readonly": _interpreter_binds(), "drop": list(ids) if ids else None}
+            "readonly": readonly, "drop": list(ids) if ids else None}
 
 
 def _unshare() -> str | None:

@@ -2,8 +2,11 @@
 
 supply.py PYTHON BUILD_DIR CACHE_DIR DEPS_DIR DEPS_IDX
 
-- deps/IDX/bin/python and python3 run PYTHON (small wrappers, not symlinks: a symlink to a
-  virtualenv's python would lose the virtualenv);
+- deps/IDX is a virtual environment of PYTHON's base interpreter, as the real buildpack puts
+  CPython in deps/IDX: `pyvenv.cfg`, bin/python, python3 and pythonX.Y linked to the base
+  interpreter, and a .pth that adds PYTHON's own site directories (its packages). So an app
+  started as `python app.py` runs as `python app.py` (`ps` shows no path of this machine) with
+  PYTHON's packages, and `sys.executable` is deps/IDX/bin/python;
 - requirements.txt: when PYTHON's environment already satisfies every line, nothing is installed
   and pip never runs (so no network); otherwise `pip install --target deps/IDX/site-packages`,
   put on PYTHONPATH at launch by deps/IDX/profile.d/python.sh;
@@ -13,9 +16,10 @@ supply.py PYTHON BUILD_DIR CACHE_DIR DEPS_DIR DEPS_IDX
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import re
-import shlex
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -31,12 +35,33 @@ def note(message: str) -> None:
     print(f"       {message}", flush=True)
 
 
-def write_wrappers(python: str, bin_dir: Path) -> None:
+def write_environment(dep_dir: Path) -> None:
+    """Make dep_dir a virtual environment of this interpreter's base, seeing its packages.
+
+    Python finds `pyvenv.cfg` beside its bin/ from the path it is started by, so the links
+    must be links to the base interpreter (not to a virtualenv's python, which would find that
+    virtualenv's pyvenv.cfg only when started by its own path).
+    """
+    base = Path(os.path.realpath(getattr(sys, "_base_executable", "") or sys.executable))
+    if not base.is_file():
+        raise SystemExit(f"python_buildpack: the base interpreter {base} of {sys.executable} is not a file")
+    version = "%d.%d" % sys.version_info[:2]
+    bin_dir = dep_dir / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("python", "python3"):
-        wrapper = bin_dir / name
-        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(python)} "$@"\n')
-        wrapper.chmod(0o755)
+    for name in ("python", "python3", f"python{version}"):
+        link = bin_dir / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(base)
+    (dep_dir / "pyvenv.cfg").write_text(
+        f"home = {base.parent}\ninclude-system-site-packages = false\n"
+        f"version = {platform.python_version()}\n")
+    site_dir = dep_dir / "lib" / f"python{version}" / "site-packages"
+    site_dir.mkdir(parents=True, exist_ok=True)
+    # This interpreter's site directories, with their own .pth files (editable installs).
+    dirs = [d for d in site.getsitepackages() if os.path.isdir(d)]
+    adds = "".join(f"; site.addsitedir({d!r})" for d in dirs)
+    (site_dir / "localcf-interpreter.pth").write_text(f"import site{adds}\n")
 
 
 def check_runtime_txt(build_dir: Path) -> None:
@@ -164,8 +189,8 @@ def main(argv: list[str]) -> int:
     version = (Path(__file__).resolve().parent.parent / "VERSION").read_text().strip()
     dep_dir = deps_dir / deps_idx
     step(f"Python Buildpack version {version}")
-    write_wrappers(python, dep_dir / "bin")
-    step(f"Using Python {platform.python_version()} ({python})")
+    write_environment(dep_dir)
+    step(f"Using Python {platform.python_version()}, the interpreter localcf runs on")
     check_runtime_txt(build_dir)
     installed = install_requirements(python, build_dir, cache_dir, dep_dir)
     write_profile_script(dep_dir, deps_idx, installed)
