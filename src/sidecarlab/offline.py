@@ -428,6 +428,7 @@ def site_command(executed_dir: Path | None, out_dir: Path | None, run_missing: b
     output and check result, that opens from disk with no network."""
     from . import tutorial
 
+    run_failed = False
     try:
         if run_missing:
             if executed_dir is not None:
@@ -440,6 +441,7 @@ def site_command(executed_dir: Path | None, out_dir: Path | None, run_missing: b
                 if not report.ok:
                     failed = next(r for r in report.results if not r.ok)
                     click.echo(f"FAILED: {failed.failure_line()} (the site shows it)", err=True)
+                    run_failed = True
         site = build_site(executed_dir, out_dir)
     except (SiteError, tutorial.TutorialError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -447,6 +449,8 @@ def site_command(executed_dir: Path | None, out_dir: Path | None, run_missing: b
         where = part.page or "-"
         click.echo(f"  {part.stem}: {part.status}, {len(part.passed)} checks passed -> {where}")
     click.echo(f"site: {site.index} (open it in a browser; no network needed)")
+    if run_failed:
+        sys.exit(1)
 
 
 def register(group: click.Group) -> None:
