@@ -30,8 +30,8 @@ import shlex
 from typing import Any
 
 from IPython import get_ipython
-from IPython.display import display
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
+from IPython.display import display
 
 from .checks import CheckFailed
 from .errors import KitError

@@ -116,8 +116,8 @@ def config_from_sidecar(target: Target, app: str, expected: dict[str, Any] | Non
 
 
 def _sidecar_down_hint(target: Target, app: str) -> str:
-    common = ("The app answered, but nothing listened on localhost:$CONFIG_SERVER_PORT inside its "
-              "container. ")
+    common = ("The app answered, but nothing answered it on localhost:$CONFIG_SERVER_PORT inside its "
+              "container (within the app's 3 s). ")
     try:
         sidecars = target.sidecars(app)
     except TargetError:
@@ -127,7 +127,8 @@ def _sidecar_down_hint(target: Target, app: str) -> str:
                 "lists none): add the `sidecars:` block (name config-server, process_types [web], "
                 "command ./config-server) to manifest.yml, apply it and push again.")
     names = ", ".join(s.get("name", "?") for s in sidecars)
-    return (common + f"The app has the sidecar(s) {names}: check that the config-server binary was built "
+    return (common + f"The app has the sidecar(s) {names}. If you froze it with `kill -STOP`, thaw it: "
+            f"`cf ssh {app} -c \"kill -CONT $(pgrep config-server)\"`. Otherwise check that the config-server binary was built "
             "into the app directory before the push, that it listens on $CONFIG_SERVER_PORT (the same "
             f"variable the app reads, set under env: in manifest.yml), and read `cf logs {app} --recent` "
             "for the sidecar's own lines.")
@@ -234,8 +235,9 @@ def sidecar_listening(target: Target, app: str, port: int = 8082, sidecar_comman
         fail(f"{sidecar_command} listening on port {port}",
              f"port {port} is held by {owner}; {sidecar_command} listens on "
              f"{', '.join(map(str, sidecar_ports)) or 'no port at all'}",
-             f"The sidecar must listen on the port the app calls: both read $CONFIG_SERVER_PORT "
-             f"({port}). Check the sidecar's command in manifest.yml and the env: block.")
+             f"The sidecar must listen on the port the app calls: both read $CONFIG_SERVER_PORT ({port}) "
+             f"when they start. After `cf set-env`, restart the app (`cf restart {app}`) so that both read the "
+             "new value; otherwise check the sidecar's command in manifest.yml and the env: block.")
     connections = [s for s in snap.sockets if s.state != "LISTEN"
                    and (s.remote_port == port or s.local_port == port)]
     from_app = [s for s in connections if s.pid in app_pids and s.remote_port == port]
@@ -558,6 +560,7 @@ def hung_sidecar_unnoticed(target: Target, app: str, port: int = 8082, sidecar_c
                            deadline: float = 30.0) -> tuple[str, Any]:
     """A stopped (not dead) sidecar is not noticed by the platform: the app's requests to it hang until
     the app gives up and answers `{"error": ...}`; meanwhile the app's socket to it is ESTABLISHED."""
+    target.app_guid(app)  # an app that is not there is said so plainly, before any thread starts
     answers: list[HttpResponse | TargetError] = []
     stop = threading.Event()
 
@@ -600,7 +603,7 @@ def hung_sidecar_unnoticed(target: Target, app: str, port: int = 8082, sidecar_c
     served = [r for r in responses if r.status == 200 and _json_or_none(r.body) == CONFIG]
     if served:
         fail(f"the app's error {json.dumps(SIDECAR_DOWN)} (HTTP 502): the sidecar cannot answer",
-             f"HTTP 200 with the sidecar's JSON: the sidecar answered, so it is not frozen",
+             "HTTP 200 with the sidecar's JSON: the sidecar answered, so it is not frozen",
              f"Freeze the sidecar first: run the cell `cf ssh {app} -c \"kill -STOP $(pgrep {sidecar_command})\"` "
              "above (and thaw it with `kill -CONT` afterwards).")
     last = responses[-1]
