@@ -250,7 +250,17 @@ def test_a_frozen_sidecar_is_caught_in_flight_and_the_instance_stays_running(tar
     assert not target.events(name, types=("app.crash",)), "a frozen sidecar is no crash"
 
 
-def test_a_sidecar_serves_web_and_worker_and_each_instance_runs_its_own(target: LocalTarget, apps: Pusher) -> None:
+def test_a_sidecar_serves_web_and_worker_and_each_instance_runs_its_own(target: LocalTarget, apps: Pusher,
+                                                                       good_app: str) -> None:
+    # An app with only a web process: each check names what is missing in the manifest.
+    with pytest.raises(CheckFailed) as info:
+        checks.cf_app_shows_sidecar(target, good_app, process_type="worker")
+    assert info.value.seen == "no process of type worker; `cf app` lists the type(s) web"
+    assert "under `processes:`" in info.value.hint
+    with pytest.raises(CheckFailed) as info:
+        checks.sidecar_registered(target, good_app, process_type="worker")
+    assert '"process_types": ["web"]' in info.value.seen and "List worker under `process_types:`" in info.value.hint
+
     def two_types_two_instances(app: dict[str, Any]) -> None:
         app["instances"] = 2
         app["processes"] = [{"type": "worker", "command": "python app.py", "instances": 1, "memory": "128M",

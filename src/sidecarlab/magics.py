@@ -184,7 +184,7 @@ _STAGING_VERBS = {"push", "restage", "v3-push"}
 # buildpack's own steps (`----->`), the supply step's lines, warnings and errors, the staging's end,
 # and the app's state table.
 _KEY_LINE = re.compile(
-    r"^(Pushing app|Applying manifest|Updating app|Uploading files|Staging app|Waiting for app|Instances starting"
+    r"^(Pushing app|Applying manifest|Updating app|Uploading files|Staging app|Waiting for app"
     r"|Restaging app|FAILED|OK$|Error|name:|requested state:|routes:|type:|sidecars:|instances:|state\s+since"
     r"|#\d+\s)"
     r"|-----> |\bWarning\b|\bERROR\b|\bError\b|Exit status|Uploading droplet|Uploading complete"

@@ -149,7 +149,8 @@ def sidecar_registered(target: Target, app: str, sidecar: str = "config-server",
              f"Add a `sidecars:` entry named {sidecar} to manifest.yml, then `cf apply-manifest` (or push).")
     if process_type not in (found.get("process_types") or []):
         fail(f"process_types containing {process_type!r}", summary,
-             f"Set `process_types: [{process_type}]` on the {sidecar} sidecar in manifest.yml.")
+             f"List {process_type} under `process_types:` of the {sidecar} sidecar in manifest.yml, then apply "
+             "the manifest or push again.")
     if found.get("origin") != origin:
         fail(f"origin {origin!r}", summary,
              "origin is 'user' for sidecars from the app manifest and 'buildpack' for sidecars a "
@@ -173,6 +174,12 @@ def cf_app_shows_sidecar(target: Target, app: str, sidecar: str = "config-server
         elif key == "sidecars" and current_type is not None:
             sidecar_lines[current_type] = value
     names = [n.strip() for n in sidecar_lines.get(process_type, "").split(",") if n.strip()]
+    types = re.findall(r"^type:\s*(\S+)", output, flags=re.MULTILINE)
+    if process_type not in types:
+        fail(f"a process of type {process_type} with `sidecars:` naming {sidecar}",
+             f"no process of type {process_type}; `cf app` lists the type(s) {', '.join(types) or 'none'}",
+             f"Declare the {process_type} process in manifest.yml (under `processes:`, with its command and "
+             f"`instances:`), list it in the sidecar's process_types, and push again.")
     if sidecar not in names:
         seen = (f"sidecars: {sidecar_lines[process_type]!r} for type {process_type}"
                 if process_type in sidecar_lines else f"no `sidecars:` line for type {process_type}")
