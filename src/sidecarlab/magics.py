@@ -137,39 +137,32 @@ class CfMagics(Magics):
         target = self._find_target()
         verb = words[0]
         if pattern is not None:
-            print(f"$ {shown} | grep -E {shlex.quote(pattern)}", flush=True)
-            result = target.cf(*words, check=False, shown=shown, echo=False, quiet=True)
-            self._remember(result)
+            result = self._run_quiet(target, words, shown, f" | grep -E {shlex.quote(pattern)}")
             kept, total = grep_lines(result.output, pattern)
-            for kept_line in kept:
-                print(kept_line)
-            print(f"({len(kept)} of {total} lines match; the whole output is in `_cf.output`)")
-            _raise_if_failed(result, check)
-            return
-        if verb == "curl":
-            print(f"$ {shown}", flush=True)
-            result = target.cf(*words, check=False, shown=shown, echo=False, quiet=True)
-            self._remember(result)
+            print("\n".join([*kept, f"({len(kept)} of {total} lines match; the whole output is in `_cf.output`)"]))
+        elif verb == "curl":
+            result = self._run_quiet(target, words, shown)
             trimmed, note = trim_curl(result.output)
-            print(trimmed)
-            if note:
-                print(note)
-            _raise_if_failed(result, check)
-            return
-        if verb in _STAGING_VERBS and not full and verb in self._shown_in_full:
-            print(f"$ {shown}", flush=True)
-            result = target.cf(*words, check=False, shown=shown, echo=False, quiet=True)
-            self._remember(result)
+            print("\n".join([trimmed, note]) if note else trimmed)
+        elif verb in _STAGING_VERBS and not full and verb in self._shown_in_full:
+            result = self._run_quiet(target, words, shown)
             print(fold_staging(result.output))
             _show_details(f"the whole output of `{shown}`", result.output)
-            _raise_if_failed(result, check)
+        else:
+            self._remember(target.cf(*words, check=check, shown=shown, echo=True))
+            if verb in _STAGING_VERBS:
+                # The first staging transcript is shown whole; later ones (push or restage) are folded.
+                self._shown_in_full |= _STAGING_VERBS
             return
-        result = target.cf(*words, check=check, shown=shown, echo=True)
+        if check and not result.ok:
+            raise CommandError(result.shown, result.returncode, result.output)
+
+    def _run_quiet(self, target: Target, words: list[str], shown: str, pipe: str = "") -> CommandResult:
+        """Run a command whose output is shown shortened: echo it, keep the whole output in `_cf`."""
+        print(f"$ {shown}{pipe}", flush=True)
+        result = target.cf(*words, check=False, shown=shown, echo=False, quiet=True)
         self._remember(result)
-        if verb in _STAGING_VERBS:
-            self._shown_in_full.add(verb)
-            if verb == "push":
-                self._shown_in_full.add("restage")
+        return result
 
     def _remember(self, result: CommandResult) -> None:
         if self.shell is not None:
@@ -253,11 +246,6 @@ def _show_details(summary: str, text: str) -> None:
     }, raw=True)
 
 
-def _raise_if_failed(result: CommandResult, check: bool) -> None:
-    if check and not result.ok:
-        raise CommandError(result.shown, result.returncode, result.output)
-
-
 def load_in_running_shell() -> bool:
     """Load the extension into the running IPython (a notebook's kernel); False outside IPython."""
     shell = get_ipython()
@@ -274,6 +262,7 @@ def use_target(target: Target) -> None:
         return
     magics = _registered(shell)
     magics.target = target
+    magics._shown_in_full.clear()  # a notebook run again from the top shows its first push whole again
 
 
 def _registered(shell: Any) -> CfMagics:
