@@ -51,7 +51,7 @@ _PROVES = {
                          r"crashed .* and is RUNNING again$",
     "memory_limit_carved": r"the app's MEMORY_LIMIT is 192m \(256M - 64M\) and the sidecar's is 64m: sidecar memory "
                            r"is carved out of the app's$",
-    "hung_sidecar_unnoticed": r"the app \(PID \d+\) held an ESTABLISHED connection \S+ -> \S+:{port} to the frozen "
+    "hung_sidecar_unnoticed": r"the app \(PID \d+\) held an ESTABLISHED connection to \S+:{port}, the frozen "
                               r"sidecar, GET /config answered HTTP 502 \{{\"error\": \"error connecting to local "
                               r"config-server\"\}}, and instance 0 stayed RUNNING$",
     "crash_logged": r"\[API/0\] says `App instance exited with guid [0-9a-f-]+ payload: \.\.\.` with exit_description "

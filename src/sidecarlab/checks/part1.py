@@ -634,8 +634,8 @@ def hung_sidecar_unnoticed(target: Target, app: str, port: int = 8082, sidecar_c
              "Only the app process is health checked; a sidecar is only watched for having exited. Did the "
              f"sidecar exit instead of stopping? `cf events {app}` shows a crash if it did.")
     sock = in_flight[0]
-    return (f"the app (PID {sock.pid}) held an ESTABLISHED connection {sock.local}:{sock.local_port} -> "
-            f"{sock.remote}:{sock.remote_port} to the frozen sidecar, GET /config answered HTTP 502 "
+    return (f"the app (PID {sock.pid}) held an ESTABLISHED connection to {sock.remote}:{sock.remote_port}, "
+            f"the frozen sidecar, GET /config answered HTTP 502 "
             f"{last.body.strip()}, and instance {index} stayed RUNNING"), (snaps[0] if snaps else None)
 
 
