@@ -106,8 +106,12 @@ def test_working_app_passes_each_isolation_check_with_exactly_one_line(target: L
         assert check.needs_isolation
         result = check(target, good_app)
         out = capsys.readouterr().out
-        assert out == result.line() + "\n", f"{check.__name__} printed {out!r}"
-        assert result.status == "passed" and out.startswith(PASSED_MARK + " "), out
+        # One result line, after the command a learner would type for what the kit did (the tunnel).
+        *commands, last = out.splitlines()
+        assert last == result.line(), f"{check.__name__} printed {out!r}"
+        assert all(line.startswith("$ cf ") for line in commands), out
+        assert result.status == "passed" and last.startswith(PASSED_MARK + " "), out
+    assert f"$ cf ssh {good_app} -N -L LOCAL:localhost:8082" in out
 
 
 def test_memory_check_passes_when_the_sidecar_memory_is_carved_out(target: LocalTarget, apps: Pusher,
@@ -160,6 +164,7 @@ def test_sidecar_binding_another_port_fails_the_listening_check(target: LocalTar
         checks.sidecar_listening(target, name, port=8082)
     assert info.value.seen == "port 8082 is held by nothing; config-server listens on 9099"
     assert "both read $CONFIG_SERVER_PORT" in info.value.hint
+    assert "after `cf set-env`, restart the app" in info.value.hint.lower()
     # On the port the sidecar really uses, the listener is found, but the app never connects there.
     with pytest.raises(CheckFailed) as info:
         checks.sidecar_listening(target, name, port=9099)
@@ -191,9 +196,18 @@ def test_crash_checks_follow_the_platform_through_restarts_and_back_off(target: 
     def kill_sidecar() -> None:
         target.ssh(name, "kill -9 $(pgrep config-server)", check=False)
 
+    with pytest.raises(CheckFailed) as info:
+        checks.crash_logged(target, name, deadline=1.0)
+    assert "App instance exited with guid" in info.value.expected and "Kill the sidecar first" in info.value.hint
     kill_sidecar()
     first = checks.sidecar_crash_recovers(target, name, crash_count=1)
     assert first.data.data["exit_description"] == "APP/PROC/WEB/SIDECAR/CONFIG-SERVER: Exited with status 137"
+    logged = checks.crash_logged(target, name)
+    guid = target.app_guid(name)
+    assert logged.data.tag == "[API/0]"
+    assert logged.data.message.startswith(f"App instance exited with guid {guid} payload: {{\"instance\"=>")
+    assert ('"reason"=>"CRASHED", "exit_description"=>"APP/PROC/WEB/SIDECAR/CONFIG-SERVER: Exited with status 137", '
+            '"crash_count"=>1, "crash_timestamp"=>') in logged.data.message
     kill_sidecar()
     assert checks.sidecar_crash_recovers(target, name, crash_count=2).passed
     # The third crash in a row is restarted only after 30 s (Diego's back-off): a check with a
@@ -204,6 +218,81 @@ def test_crash_checks_follow_the_platform_through_restarts_and_back_off(target: 
     assert info.value.expected == f"instance 0 of {name} RUNNING again within 3s after the crash"
     assert "CRASHED" in info.value.seen and info.value.seen.endswith("after 3s")
     assert "waits 30 s" in info.value.hint
+
+
+def test_a_frozen_sidecar_is_caught_in_flight_and_the_instance_stays_running(target: LocalTarget,
+                                                                           apps: Pusher, capsys) -> None:
+    needs_isolation(target)
+    name = apps.push()
+    # Not frozen: the sidecar answers, and the check says how to freeze it.
+    with pytest.raises(CheckFailed) as info:
+        checks.hung_sidecar_unnoticed(target, name, deadline=2.0)
+    assert info.value.seen == "HTTP 200 with the sidecar's JSON: the sidecar answered, so it is not frozen"
+    assert "kill -STOP" in info.value.hint
+
+    target.ssh(name, "kill -STOP $(pgrep config-server)")
+    try:
+        capsys.readouterr()
+        result = checks.hung_sidecar_unnoticed(target, name)
+        assert capsys.readouterr().out == result.line() + "\n"
+        assert "GET /config answered HTTP 502 {\"error\": \"error connecting to local config-server\"}" in result.line()
+        assert "instance 0 stayed RUNNING" in result.line()
+        snap = result.data
+        app_pid = snap.pids_of("app.py")[0]
+        assert any(s.pid == app_pid and s.state == "ESTABLISHED" and s.remote_port == 8082 for s in snap.sockets)
+        checks.show_sockets(target, name, port=8082, snapshot=snap)
+        table = capsys.readouterr().out
+        assert table.startswith(f'$ cf ssh {name} -c "lsof -i | grep 8082"')
+        assert any(line.split()[:3] == ["python", str(app_pid), "ESTABLISHED"] for line in table.splitlines())
+    finally:
+        target.ssh(name, "kill -CONT $(pgrep config-server)")
+    assert checks.config_from_sidecar(target, name).passed
+    assert not target.events(name, types=("app.crash",)), "a frozen sidecar is no crash"
+
+
+def test_a_sidecar_serves_web_and_worker_and_each_instance_runs_its_own(target: LocalTarget, apps: Pusher,
+                                                                       good_app: str) -> None:
+    # An app with only a web process: each check names what is missing in the manifest.
+    with pytest.raises(CheckFailed) as info:
+        checks.cf_app_shows_sidecar(target, good_app, process_type="worker")
+    assert info.value.seen == "no process of type worker; `cf app` lists the type(s) web"
+    assert "under `processes:`" in info.value.hint
+    with pytest.raises(CheckFailed) as info:
+        checks.sidecar_registered(target, good_app, process_type="worker")
+    assert '"process_types": ["web"]' in info.value.seen and "List worker under `process_types:`" in info.value.hint
+
+    def two_types_two_instances(app: dict[str, Any]) -> None:
+        app["instances"] = 2
+        app["processes"] = [{"type": "worker", "command": "python app.py", "instances": 1, "memory": "128M",
+                             "health-check-type": "process"}]
+        app["sidecars"][0]["process_types"] = ["web", "worker"]
+
+    name = apps.push(edit=two_types_two_instances)
+    assert checks.sidecar_registered(target, name, process_type="worker").passed
+    assert checks.cf_app_shows_sidecar(target, name, process_type="worker").passed
+    assert [i.state for i in target.instances(name, "worker")] == ["RUNNING"]
+    needs_isolation(target)
+    result = checks.sidecar_per_instance(target, name, instances=2)
+    assert [index for index, _ in result.data] == [0, 1]
+    # Asked for more instances than there are, the check says how to scale.
+    with pytest.raises(CheckFailed) as info:
+        checks.sidecar_per_instance(target, name, instances=3, deadline=1.0)
+    assert info.value.seen == "#0 RUNNING, #1 RUNNING after 1s"
+    assert f"cf scale {name} -i 3" in info.value.hint
+
+
+@pytest.mark.parametrize("check", [checks.app_answers, checks.config_from_sidecar, checks.hung_sidecar_unnoticed,
+                                   checks.sidecar_registered, checks.crash_logged, checks.sidecar_per_instance])
+def test_a_check_on_an_app_that_is_not_there_says_to_push_it(target: LocalTarget, check: Any) -> None:
+    name = f"gone-{uuid.uuid4().hex[:8]}"
+    if check.needs_isolation:
+        needs_isolation(target)
+    with pytest.raises(CheckFailed) as info:
+        check(target, name)
+    # What was seen says the app is missing; the hint must fit that, not blame the platform.
+    assert f"'{name}' was not found" in info.value.seen or "no app" in info.value.seen.lower()
+    assert "push it first" in info.value.hint.lower() or "is the app pushed" in info.value.hint.lower()
+    assert "is the platform running" not in info.value.hint.lower()
 
 
 class NeverRestarts(Target):

@@ -36,8 +36,8 @@ NOTEBOOK_3 = NOTEBOOKS / "03-real-sidecar-from-buildpack.ipynb"
 _PROVES = {
     "app_answers": r"GET / of {app} answers \"Hi, I'm an app with a sidecar!\" \(HTTP 200, through the router\)$",
     "config_from_sidecar": r"GET /config of {app} returns \{{.*\}}: the app got it from its sidecar over localhost$",
-    "sidecar_registered": r"/v3/apps/GUID/sidecars lists {sidecar} for web \(origin user, command ",
-    "cf_app_shows_sidecar": r"`cf app {app}` shows `sidecars: config-server` for type web$",
+    "sidecar_registered": r"/v3/apps/GUID/sidecars lists {sidecar} for {ptype} \(origin user, command ",
+    "cf_app_shows_sidecar": r"`cf app {app}` shows `sidecars: config-server` for type {ptype}$",
     "processes_in_one_container": r"one `ps aux` inside instance 0 of {app} lists the app \(PID \d+: .*app\.py.*\) "
                                   r"and the sidecar \(PID \d+: .*config-server.*\): one container$",
     "sidecar_listening": r"config-server \(PID \d+\) listens on port {port}, and ",
@@ -52,6 +52,14 @@ _PROVES = {
                          r"crashed .* and is RUNNING again$",
     "memory_limit_carved": r"the app's MEMORY_LIMIT is 192m \(256M - 64M\) and the sidecar's is 64m: sidecar memory "
                            r"is carved out of the app's$",
+    "hung_sidecar_unnoticed": r"the app \(PID \d+\) held an ESTABLISHED connection to \S+:{port}, the frozen "
+                              r"sidecar, GET /config answered HTTP 502 \{{\"error\": \"error connecting to local "
+                              r"config-server\"\}}, and instance 0 stayed RUNNING$",
+    "crash_logged": r"\[API/0\] says `App instance exited with guid [0-9a-f-]+ payload: \.\.\.` with exit_description "
+                    r"'APP/PROC/WEB/SIDECAR/CONFIG-SERVER: Exited with status 137' and crash_count 1$",
+    "sidecar_per_instance": r"2 instances of web, each with its own config-server listening on port {port} \(instance 0: "
+                            r"config-server PID \d+; instance 1: config-server PID \d+\): the same port in each, so "
+                            r"each is a container of its own$",
     "supply_ran": r"the latest staging of {app} succeeded and ran the sidecar buildpack's bin/supply \(\d+ line\(s\), "
                   r"e\.g\. '-----> Sidecar buildpack: {said}",
     "sidecar_logged": r"\d+ line\(s\) tagged \[APP/PROC/WEB/SIDECAR/PLACEHOLDER/0\] in the logs of {app}, e\.g\. "
@@ -72,16 +80,20 @@ _SHA = r"SHA-256 [0-9a-f]{16}\.\.\., the uploaded binary's"
 
 # Every check call of each part, in order: (check, what fills its pattern).
 PART1 = [
-    ("app_answers", {}), ("config_from_sidecar", {}), ("sidecar_registered", {"sidecar": "config-server"}),
-    ("cf_app_shows_sidecar", {}), ("processes_in_one_container", {}), ("sidecar_listening", {"port": 8082}),
+    ("app_answers", {}), ("config_from_sidecar", {}),
+    ("sidecar_registered", {"sidecar": "config-server", "ptype": "web"}),
+    ("cf_app_shows_sidecar", {"ptype": "web"}), ("processes_in_one_container", {}), ("sidecar_listening", {"port": 8082}),
+    ("hung_sidecar_unnoticed", {"port": 8082}), ("config_from_sidecar", {}),
     ("sidecar_port_private", {"port": 8082}), ("logs_show_app_and_sidecar", {}), ("sidecar_crash_recovers", {}),
-    ("codependent_crash", {}), ("memory_limit_carved", {}),
+    ("crash_logged", {}), ("codependent_crash", {}), ("memory_limit_carved", {}),
     ("config_from_sidecar", {}), ("sidecar_listening", {"port": 8083}),
+    ("sidecar_registered", {"sidecar": "config-server", "ptype": "worker"}), ("cf_app_shows_sidecar", {"ptype": "worker"}),
+    ("sidecar_per_instance", {"port": 8082}),
 ]
 PART2 = [
     ("supply_ran", {"said": "installing the placeholder sidecar"}),
     ("sidecar_logged", {"path": "./placeholder-sidecar"}),
-    ("sidecar_registered", {"sidecar": "placeholder"}),
+    ("sidecar_registered", {"sidecar": "placeholder", "ptype": "web"}),
     ("app_answers", {}),
     ("droplet_holds", {"path": "app/placeholder-sidecar", "how": "mode -rwxr-xr-x"}),
     ("staging_failed", {}),
@@ -93,7 +105,7 @@ PART3 = [
     ("supply_ran", {"said": "downloading config-server from http://127"}),
     ("app_answers", {}),
     ("config_from_sidecar", {}),
-    ("sidecar_registered", {"sidecar": "config-server"}),
+    ("sidecar_registered", {"sidecar": "config-server", "ptype": "web"}),
     ("port_in_container", {"port": 8082}),
     ("config_inside_container", {}),
     ("sidecar_beside_app", {}),
@@ -168,6 +180,16 @@ def test_part1_runs_green_twice_in_a_row_on_the_same_platform(localcf: LocalCF, 
         text = outputs_text(executed)
         assert f"$ cf push {app_name}" in text, "the notebook shows the real cf commands"
         assert "APP/PROC/WEB/SIDECAR/CONFIG-SERVER: Exited with status 137" in text
+        # The commands the kit runs for the learner are shown as they would type them.
+        assert "GOOS=linux GOARCH=" in text and " go build -o " in text
+        assert f"$ cf app {app_name} --guid" in text
+        assert f"$ cf ssh {app_name} -N -L LOCAL:localhost:8082" in text
+        # Long outputs are shortened, and say so: the logs by --grep, the repeated pushes folded.
+        assert f"$ cf logs {app_name} --recent | grep -E APP/PROC/WEB" in text
+        assert re.search(r"\(\d+ of \d+ lines match; the whole output is in `_cf.output`\)", text)
+        assert text.count("Downloading app package...") == 1
+        assert text.count("more lines of this transcript are folded away") == 2
+        assert '"href"' not in text
 
     # The notebook cleaned up after itself: no app, no work copy.
     assert app_name not in localcf("apps").out
@@ -298,14 +320,41 @@ def test_every_part_has_parameters_exercises_and_cleanup(path: Path, params: tup
     for name in ("target", "app_name", "config_server_port", "cf_api", "cf_org", "cf_space", *params):
         assert f"\n{name} = " in "\n" + code[0].source, name
     solutions = [i for i, c in enumerate(nb.cells) if "solution" in c.metadata.get("tags", [])]
-    assert len(solutions) >= 2
-    for i in solutions:
+    last_of_each = [i for i in solutions if i + 1 not in solutions]
+    assert len(last_of_each) >= 2, "at least two exercises"
+    for i in last_of_each:
         # the check after each solution stays in the learner copy and gives the feedback
         follower = nb.cells[i + 1]
         assert "solution" not in follower.metadata.get("tags", []) and "checks." in follower.source
+    if path in (NOTEBOOK_1, NOTEBOOK_2):
+        for i in solutions:
+            assert "exercise" in nb.cells[i].metadata.get("tags", [])
+            # Exercises practise Cloud Foundry: a file the learner writes, or a cf command they type.
+            assert nb.cells[i].source.startswith("%%writefile") or "%cf " in nb.cells[i].source
+            assert "yaml." not in nb.cells[i].source and "set_buildpacks" not in nb.cells[i].source
+        assert_no_name_only_in_solutions(nb)
     assert "%cf delete {app_name} -f -r" in code[-1].source
     assert any("%cf delete {app_name}" in c.source for c in code[1:5]), "starts clean, so it can be re-run"
     assert tutorial.learner_copy(path, tmp_path / path.name) == len(solutions)
+
+
+def assert_no_name_only_in_solutions(nb: nbformat.NotebookNode) -> None:
+    """A learner copy (solutions removed) must stop at the exercise's check with its expected, seen and
+    hint, never a NameError: no name a later cell uses may be assigned only in a solution cell."""
+    import ast
+
+    def assigned(source: str) -> set[str]:
+        python = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        try:
+            tree = ast.parse(python)
+        except SyntaxError:
+            return set()
+        return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    in_solutions = set().union(*(assigned(c.source) for c in code if "solution" in c.metadata.get("tags", [])))
+    elsewhere = set().union(*(assigned(c.source) for c in code if "solution" not in c.metadata.get("tags", [])))
+    assert in_solutions <= elsewhere, f"defined only in solution cells: {sorted(in_solutions - elsewhere)}"
 
 
 def test_the_buildpack_cells_are_the_kit_s_reference_scripts() -> None:
@@ -313,7 +362,11 @@ def test_the_buildpack_cells_are_the_kit_s_reference_scripts() -> None:
         nb = nbformat.read(str(path), as_version=4)
         return [c.source.split("\n", 1)[1] for c in nb.cells if c.source.startswith("%%writefile")]
 
-    assert [s.strip() for s in written(NOTEBOOK_2)] == [PLACEHOLDER_SUPPLY.strip(), NEVER_DETECT.strip()]
+    scripts_2 = [s.strip() for s in written(NOTEBOOK_2) if s.startswith("#!")]
+    into_deps = PLACEHOLDER_SUPPLY.replace("SIDECAR_DIR=$BUILD_DIR", "SIDECAR_DIR=$DEPS_DIR/$DEPS_IDX/bin").replace(
+        "# Where the sidecar goes: the app directory, where the manifest's `./placeholder-sidecar` finds it.",
+        "# Where the sidecar goes: our own deps dir's bin/, on the PATH of every process of the app.")
+    assert scripts_2 == [PLACEHOLDER_SUPPLY.strip(), NEVER_DETECT.strip(), into_deps.strip()]
     assert [s.strip() for s in written(NOTEBOOK_3)] == [DOWNLOAD_SUPPLY.strip(), NEVER_DETECT.strip()]
 
 

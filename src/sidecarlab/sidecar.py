@@ -24,6 +24,7 @@ __all__ = [
     "SourceMissing",
     "UnknownArchitecture",
     "build",
+    "build_command",
     "default_output",
     "default_source_dir",
     "go_binary",
@@ -226,6 +227,21 @@ def _check_source(src: Path) -> Path:
     return src
 
 
+def build_command(out: Path | str, goos: str = "linux", goarch: str | None = None,
+                  src: Path | str | None = None) -> str:
+    """The shell line a learner would type for `build(...)`, e.g.
+    `cd sidecar_src/config-server && GOOS=linux GOARCH=amd64 go build -o ../../app/config-server .`
+    (paths relative to the current directory, as in a terminal next to the notebook)."""
+    goarch = goarch or host_goarch()
+    src_dir = Path(src if src is not None else default_source_dir())
+    try:
+        shown_src = os.path.relpath(src_dir)
+        shown_out = os.path.relpath(Path(out).resolve(), src_dir.resolve())
+    except ValueError:  # another drive (Windows): absolute paths
+        shown_src, shown_out = str(src_dir), str(out)
+    return f"cd {shown_src} && GOOS={goos} GOARCH={goarch} go build -o {shown_out} ."
+
+
 def build(
     src: Path | None = None,
     out: Path | None = None,
@@ -237,12 +253,16 @@ def build(
     """Compile the config-server for ``goos``/``goarch`` (default: linux on this CPU); return ``out``.
 
     Runs ``CGO_ENABLED=0 go build -trimpath -o OUT .`` in ``src`` so the binary is static and runs
-    in any Cloud Foundry stack. Go's output goes to ``log`` line by line (and into the error).
+    in any Cloud Foundry stack. ``log`` first gets the equivalent command a learner would type
+    (``$ cd ... && GOOS=... GOARCH=... go build -o OUT .``), then Go's output line by line (which
+    also goes into the error).
     """
     src = _check_source(src if src is not None else default_source_dir())
     goarch = goarch or host_goarch()
     out = Path(out if out is not None else default_output(goos, goarch)).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
+    if log is not None:
+        log(f"$ {build_command(out, goos, goarch, src)}")
 
     env = go_environment()
     env.update({"CGO_ENABLED": "0", "GOOS": goos, "GOARCH": goarch})

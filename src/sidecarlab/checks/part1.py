@@ -4,6 +4,9 @@ run in one container, the sidecar's port is private, logs, crashes and recovery,
 from __future__ import annotations
 
 import json
+import re
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +17,7 @@ from ..targets import Event, HttpResponse, Instance, LogLine, Target, TargetErro
 from .core import DEFAULT_DEADLINE, check, fail
 from .core import poll as _poll
 from .core import short as _short
-from .snapshot import container_snapshot
+from .snapshot import ContainerSnapshot, TcpSocket, container_snapshot
 
 __all__ = [
     "CONFIG",
@@ -24,11 +27,14 @@ __all__ = [
     "cf_app_shows_sidecar",
     "codependent_crash",
     "config_from_sidecar",
+    "crash_logged",
+    "hung_sidecar_unnoticed",
     "logs_show_app_and_sidecar",
     "memory_limit_carved",
     "processes_in_one_container",
     "sidecar_crash_recovers",
     "sidecar_listening",
+    "sidecar_per_instance",
     "sidecar_port_private",
     "sidecar_registered",
     "wait_until_reachable",
@@ -45,9 +51,25 @@ def _get(target: Target, app: str, path: str) -> HttpResponse:
     try:
         return target.http_get(app, path)
     except TargetError as exc:
-        fail(f"an HTTP answer from GET {path}", str(exc),
-             "The platform's router did not answer at all: is the platform running? "
-             "(`cf app` for the app, `localcf status` on the local target).")
+        fail(f"an HTTP answer from GET {path}", str(exc), _unreachable_hint(target, app, exc))
+
+
+def _unreachable_hint(target: Target, app: str, exc: TargetError) -> str:
+    """Why an app could not be asked at all: it is not there, or the platform does not answer."""
+    if exc.hint:
+        return exc.hint
+    try:
+        exists = target.app_exists(app)
+    except TargetError:
+        exists = None
+    if exists is False:
+        return (f"There is no app '{app}' in the targeted space (`cf apps` lists the apps): push it "
+                "first (run the push cell above), then run this cell again.")
+    if exists:
+        return (f"The app '{app}' exists but the router gave no answer for it: `cf app {app}` shows whether "
+                f"an instance runs; `cf logs {app} --recent` says why not.")
+    return ("The platform did not answer: is it running? (`localcf status` on the local target, "
+            "`cf api` and `cf target` on a real foundation).")
 
 
 def _router_hint(app: str, response: HttpResponse) -> str:
@@ -94,8 +116,8 @@ def config_from_sidecar(target: Target, app: str, expected: dict[str, Any] | Non
 
 
 def _sidecar_down_hint(target: Target, app: str) -> str:
-    common = ("The app answered, but nothing listened on localhost:$CONFIG_SERVER_PORT inside its "
-              "container. ")
+    common = ("The app answered, but nothing answered it on localhost:$CONFIG_SERVER_PORT inside its "
+              "container (within the app's 3 s). ")
     try:
         sidecars = target.sidecars(app)
     except TargetError:
@@ -105,7 +127,8 @@ def _sidecar_down_hint(target: Target, app: str) -> str:
                 "lists none): add the `sidecars:` block (name config-server, process_types [web], "
                 "command ./config-server) to manifest.yml, apply it and push again.")
     names = ", ".join(s.get("name", "?") for s in sidecars)
-    return (common + f"The app has the sidecar(s) {names}: check that the config-server binary was built "
+    return (common + f"The app has the sidecar(s) {names}. If you froze it with `kill -STOP`, thaw it: "
+            f"`cf ssh {app} -c \"kill -CONT $(pgrep config-server)\"`. Otherwise check that the config-server binary was built "
             "into the app directory before the push, that it listens on $CONFIG_SERVER_PORT (the same "
             f"variable the app reads, set under env: in manifest.yml), and read `cf logs {app} --recent` "
             "for the sidecar's own lines.")
@@ -126,7 +149,8 @@ def sidecar_registered(target: Target, app: str, sidecar: str = "config-server",
              f"Add a `sidecars:` entry named {sidecar} to manifest.yml, then `cf apply-manifest` (or push).")
     if process_type not in (found.get("process_types") or []):
         fail(f"process_types containing {process_type!r}", summary,
-             f"Set `process_types: [{process_type}]` on the {sidecar} sidecar in manifest.yml.")
+             f"List {process_type} under `process_types:` of the {sidecar} sidecar in manifest.yml, then apply "
+             "the manifest or push again.")
     if found.get("origin") != origin:
         fail(f"origin {origin!r}", summary,
              "origin is 'user' for sidecars from the app manifest and 'buildpack' for sidecars a "
@@ -150,6 +174,12 @@ def cf_app_shows_sidecar(target: Target, app: str, sidecar: str = "config-server
         elif key == "sidecars" and current_type is not None:
             sidecar_lines[current_type] = value
     names = [n.strip() for n in sidecar_lines.get(process_type, "").split(",") if n.strip()]
+    types = re.findall(r"^type:\s*(\S+)", output, flags=re.MULTILINE)
+    if process_type not in types:
+        fail(f"a process of type {process_type} with `sidecars:` naming {sidecar}",
+             f"no process of type {process_type}; `cf app` lists the type(s) {', '.join(types) or 'none'}",
+             f"Declare the {process_type} process in manifest.yml (under `processes:`, with its command and "
+             f"`instances:`), list it in the sidecar's process_types, and push again.")
     if sidecar not in names:
         seen = (f"sidecars: {sidecar_lines[process_type]!r} for type {process_type}"
                 if process_type in sidecar_lines else f"no `sidecars:` line for type {process_type}")
@@ -212,8 +242,9 @@ def sidecar_listening(target: Target, app: str, port: int = 8082, sidecar_comman
         fail(f"{sidecar_command} listening on port {port}",
              f"port {port} is held by {owner}; {sidecar_command} listens on "
              f"{', '.join(map(str, sidecar_ports)) or 'no port at all'}",
-             f"The sidecar must listen on the port the app calls: both read $CONFIG_SERVER_PORT "
-             f"({port}). Check the sidecar's command in manifest.yml and the env: block.")
+             f"The sidecar must listen on the port the app calls: both read $CONFIG_SERVER_PORT ({port}) "
+             f"when they start. After `cf set-env`, restart the app (`cf restart {app}`) so that both read the "
+             "new value; otherwise check the sidecar's command in manifest.yml and the env: block.")
     connections = [s for s in snap.sockets if s.state != "LISTEN"
                    and (s.remote_port == port or s.local_port == port)]
     from_app = [s for s in connections if s.pid in app_pids and s.remote_port == port]
@@ -250,6 +281,7 @@ def sidecar_port_private(target: Target, app: str, port: int = 8082, path: str =
                  "The sidecar port should only exist inside the container. On localcf this means the "
                  "runtime is not isolating the network (see `localcf status`).")
         impostor = True
+    print(_tunnel_shown(app, port, index), flush=True)
     with target.tunnel(app, port, index=index) as local:
         tunnelled = _http_via("127.0.0.1", local, path)
     if tunnelled is None or tunnelled[0] != 200 or _json_or_none(tunnelled[1]) != CONFIG:
@@ -266,6 +298,11 @@ def sidecar_port_private(target: Target, app: str, port: int = 8082, path: str =
         outside = f"HTTP {reached[0]} from something else"
     return (f"{host}:{port} from outside: {outside}; through `cf ssh -L {local}:localhost:{port}`: "
             f"the sidecar's JSON. Port {port} is private to the container")
+
+
+def _tunnel_shown(app: str, port: int, index: int = 0) -> str:
+    where = f" -i {index}" if index else ""
+    return f"$ cf ssh {app}{where} -N -L LOCAL:localhost:{port}   # then, on this machine: curl localhost:LOCAL/config/"
 
 
 def _config_requests_logged(target: Target, app: str, sidecar: str = "config-server") -> int:
@@ -471,6 +508,171 @@ def codependent_crash(target: Target, app: str, sidecar: str = "config-server", 
     _recovered(target, app, process_type, index, deadline, "after the codependent crash")
     return (f"{sidecar} exited with status 0 and the app was stopped with it ({stopped.message!r} on "
             f"[{app_source}/{index}]); the instance crashed ({reason!r}) and is RUNNING again"), events[-1]
+
+
+# Cloud Controller's log line for a crashed instance (CF-BEHAVIOUR.md section 3), e.g.
+# `App instance exited with guid G payload: {"instance"=>"...", ..., "exit_description"=>"...", ...}`.
+_INSTANCE_EXITED = re.compile(r"App instance exited with guid (\S+) payload: (\{.*\})")
+
+
+@check("`cf logs {app} --recent` has Cloud Controller's [API] line for the crash of instance {index}: "
+       "`App instance exited ... payload` naming {sidecar}")
+def crash_logged(target: Target, app: str, sidecar: str = "config-server", exit_status: int = 137,
+                 process_type: str = "web", index: int = 0, deadline: float = 30.0) -> tuple[str, Any]:
+    """Recent logs hold `[API/N] OUT App instance exited with guid APP payload: {...}` with the reason."""
+    reason = f"APP/PROC/{process_type.upper()}/SIDECAR/{sidecar.upper()}: Exited with status {exit_status}"
+    guid = target.app_guid(app)
+    seen: list[LogLine] = []
+
+    def probe() -> list[LogLine]:
+        seen[:] = target.recent_logs(app)
+        return [line for line in seen if line.source == "API" and (m := _INSTANCE_EXITED.search(line.message))
+                and m.group(1) == guid and f'"exit_description"=>"{reason}"' in m.group(2)
+                and f'"index"=>{index}' in m.group(2)]
+
+    found = _poll(deadline, probe)
+    if not found:
+        api = [line.message for line in seen if line.source == "API"]
+        fail(f"an [API] line `App instance exited with guid {guid} payload: {{...\"exit_description\"=>"
+             f"\"{reason}\"...}}`",
+             f"[API] lines: {_short(' | '.join(api[-4:]), 900)}" if api else
+             f"no [API] lines among the {len(seen)} recent log lines",
+             f"Cloud Controller logs this line when an instance crashes. Kill the sidecar first (the "
+             f"`kill -9` cell above); `cf logs {app} --recent` keeps only the latest lines, so run this "
+             "check soon after.")
+    line = found[-1]
+    payload = _INSTANCE_EXITED.search(line.message)
+    assert payload is not None
+    count = re.search(r'"crash_count"=>(\d+)', payload.group(2))
+    return (f"{line.tag} says `App instance exited with guid {guid} payload: ...` with exit_description "
+            f"{reason!r}" + (f" and crash_count {count.group(1)}" if count else "")), line
+
+
+# ------------------------------------------------------------------------------ a hung sidecar
+
+# How long the app waits for its sidecar before it answers with its error (fixtures' app.py).
+APP_SIDECAR_TIMEOUT = 3.0
+
+
+def _in_flight(snap: ContainerSnapshot, app_command: str, port: int) -> list[TcpSocket]:
+    app_pids = snap.pids_of(app_command)
+    return [s for s in snap.sockets if s.pid in app_pids and s.remote_port == port and s.state == "ESTABLISHED"]
+
+
+@check("while {sidecar_command} is frozen (SIGSTOP), instance {index} of {app} stays RUNNING, the app's "
+       "connection to port {port} waits ESTABLISHED, and GET /config answers the app's error",
+       needs_isolation=True)
+def hung_sidecar_unnoticed(target: Target, app: str, port: int = 8082, sidecar_command: str = "config-server",
+                           app_command: str = "app.py", process_type: str = "web", index: int = 0,
+                           deadline: float = 30.0) -> tuple[str, Any]:
+    """A stopped (not dead) sidecar is not noticed by the platform: the app's requests to it hang until
+    the app gives up and answers `{"error": ...}`; meanwhile the app's socket to it is ESTABLISHED."""
+    target.app_guid(app)  # an app that is not there is said so plainly, before any thread starts
+    answers: list[HttpResponse | TargetError] = []
+    stop = threading.Event()
+
+    def ask() -> None:
+        # Requests keep coming, each held open for the app's timeout, so a snapshot taken at any
+        # moment (a real foundation's `cf ssh` takes seconds to log in) finds one in flight.
+        while not stop.is_set():
+            try:
+                answers.append(target.http_get(app, "/config", timeout=APP_SIDECAR_TIMEOUT + 15))
+            except TargetError as exc:
+                answers.append(exc)
+                return
+
+    askers = [threading.Thread(target=ask, daemon=True) for _ in range(2)]
+    for i, asker in enumerate(askers):
+        asker.start()
+        if i == 0:
+            time.sleep(APP_SIDECAR_TIMEOUT / 2)
+    snaps: list[ContainerSnapshot] = []
+    try:
+        def caught() -> list[TcpSocket] | bool:
+            if any(isinstance(a, TargetError) for a in answers):
+                return True  # the app cannot be asked at all: nothing to wait for
+            snaps[:] = [container_snapshot(target, app, index)]
+            return _in_flight(snaps[0], app_command, port)
+
+        outcome = _poll(deadline, caught)
+        in_flight = outcome if isinstance(outcome, list) else []
+    finally:
+        stop.set()
+        for asker in askers:
+            asker.join(APP_SIDECAR_TIMEOUT + 20)
+    errors = [a for a in answers if isinstance(a, TargetError)]
+    if errors:
+        fail(f"answers from GET /config of {app}", str(errors[0]), _unreachable_hint(target, app, errors[0]))
+    responses = [a for a in answers if isinstance(a, HttpResponse)]
+    if not responses:
+        fail(f"an answer from GET /config of {app} within {deadline:.0f}s", "no answer at all",
+             f"The app gives up on its sidecar after {APP_SIDECAR_TIMEOUT:.0f}s; see `cf logs {app} --recent`.")
+    served = [r for r in responses if r.status == 200 and _json_or_none(r.body) == CONFIG]
+    if served:
+        fail(f"the app's error {json.dumps(SIDECAR_DOWN)} (HTTP 502): the sidecar cannot answer",
+             "HTTP 200 with the sidecar's JSON: the sidecar answered, so it is not frozen",
+             f"Freeze the sidecar first: run the cell `cf ssh {app} -c \"kill -STOP $(pgrep {sidecar_command})\"` "
+             "above (and thaw it with `kill -CONT` afterwards).")
+    last = responses[-1]
+    if last.status != 502 or _json_or_none(last.body) != SIDECAR_DOWN:
+        fail(f"HTTP 502 with the app's error {json.dumps(SIDECAR_DOWN)}",
+             f"HTTP {last.status} with the body {_short(last.body)!r}", _router_hint(app, last))
+    if not in_flight:
+        snap = snaps[0] if snaps else None
+        on_port = [f"{snap.command(s.pid).split(' ')[0] if snap else '?'} {s.state} "
+                   f"{s.local}:{s.local_port}->{s.remote}:{s.remote_port}"
+                   for s in (snap.sockets if snap else []) if port in (s.local_port, s.remote_port)]
+        fail(f"an ESTABLISHED connection from the app ({app_command}) to port {port} while a request waits",
+             f"sockets on port {port}: {'; '.join(on_port) or 'none'}",
+             f"Each /config request holds a connection to the sidecar for up to {APP_SIDECAR_TIMEOUT:.0f}s "
+             f"while the sidecar is frozen. Is the app's CONFIG_SERVER_PORT {port}? (`cf env {app}`)")
+    instances = target.instances(app, process_type)
+    mine = next((i for i in instances if i.index == index), None)
+    if mine is None or mine.state != "RUNNING":
+        fail(f"instance {index} RUNNING: a frozen sidecar is still a running process",
+             f"instance {index} is {mine.state if mine else 'missing'}",
+             "Only the app process is health checked; a sidecar is only watched for having exited. Did the "
+             f"sidecar exit instead of stopping? `cf events {app}` shows a crash if it did.")
+    sock = in_flight[0]
+    return (f"the app (PID {sock.pid}) held an ESTABLISHED connection to {sock.remote}:{sock.remote_port}, "
+            f"the frozen sidecar, GET /config answered HTTP 502 "
+            f"{last.body.strip()}, and instance {index} stayed RUNNING"), (snaps[0] if snaps else None)
+
+
+# -------------------------------------------------------------------------- one per instance
+
+@check("each of the {instances} instances of {app}'s {process_type} process runs its own {sidecar_command}, "
+       "listening on port {port} in its own container", needs_isolation=True)
+def sidecar_per_instance(target: Target, app: str, instances: int = 2, sidecar_command: str = "config-server",
+                         port: int = 8082, process_type: str = "web",
+                         deadline: float = DEFAULT_DEADLINE) -> tuple[str, Any]:
+    """`cf scale APP -i N` gives N instances, and every instance's container has its own sidecar."""
+    seen: list[Instance] = []
+
+    def all_running() -> bool:
+        seen[:] = target.instances(app, process_type)
+        return len(seen) == instances and all(i.state == "RUNNING" for i in seen)
+
+    if not _poll(deadline, all_running):
+        states = ", ".join(f"#{i.index} {i.state}" for i in seen) or "no instances"
+        fail(f"{instances} RUNNING instances of {process_type}", f"{states} after {deadline:.0f}s",
+             f"Scale the process first: `cf scale {app} -i {instances}` (the cell above); `cf app {app}` "
+             "shows the instances as they start.")
+    found = []
+    for inst in sorted(seen, key=lambda i: i.index):
+        snap = container_snapshot(target, app, inst.index)
+        pids = snap.pids_of(sidecar_command)
+        listening = [s for s in snap.sockets if s.state == "LISTEN" and s.local_port == port and s.pid in pids]
+        if not pids or not listening:
+            fail(f"a {sidecar_command} listening on port {port} inside instance {inst.index}",
+                 f"processes of instance {inst.index}: {_short('; '.join(snap.processes.values()), 600)}",
+                 f"Every instance of {process_type} starts its own sidecars; if one is missing it may have "
+                 f"crashed: `cf logs {app} --recent` (look at [APP/PROC/{process_type.upper()}/SIDECAR/.../"
+                 f"{inst.index}]).")
+        found.append((inst.index, listening[0].pid))
+    described = "; ".join(f"instance {i}: {sidecar_command} PID {pid}" for i, pid in found)
+    return (f"{len(found)} instances of {process_type}, each with its own {sidecar_command} listening on port "
+            f"{port} ({described}): the same port in each, so each is a container of its own"), found
 
 
 # ------------------------------------------------------------------------------------ memory

@@ -171,6 +171,8 @@ def sidecar_logged(target: Target, app: str, sidecar: str, text: str | None = No
 @check("the droplet of {app} holds {path}")
 def droplet_holds(target: Target, app: str, path: str, sha256: str | None = None) -> tuple[str, Any]:
     """The app's current droplet (`cf download-droplet`) has the file `path`, executable, with `sha256`."""
+    print(f"$ cf download-droplet {app} --path .   # then: tar -tzvf droplet_*.tgz | grep {path.strip('/')}",
+          flush=True)
     found, siblings = find_in_droplet(target, app, path)
     folder = path.strip("/").rsplit("/", 1)[0] if "/" in path.strip("/") else "."
     if found is None:

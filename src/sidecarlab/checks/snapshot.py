@@ -125,9 +125,14 @@ def container_snapshot(target: Target, app: str, index: int = 0) -> ContainerSna
     return parse_snapshot(target.ssh(app, _SNAPSHOT_SCRIPT, index=index).output)
 
 
-def show_sockets(target: Target, app: str, port: int | None = None, index: int = 0) -> None:
-    """Print an `lsof -i`-like table of the TCP sockets inside the container (only `port`'s if given)."""
-    snap = container_snapshot(target, app, index)
+def show_sockets(target: Target, app: str, port: int | None = None, index: int = 0,
+                 snapshot: ContainerSnapshot | None = None) -> None:
+    """Print an `lsof -i`-like table of the TCP sockets inside the container (only `port`'s if given),
+    from a fresh snapshot or the one given (e.g. the one a check took at the right moment)."""
+    where = f" -i {index}" if index else ""
+    grep = f" | grep {port}" if port is not None else ""
+    print(f'$ cf ssh {app}{where} -c "lsof -i{grep}"   # the kit reads the same from /proc/net/tcp', flush=True)
+    snap = snapshot if snapshot is not None else container_snapshot(target, app, index)
     rows = [("COMMAND", "PID", "STATE", "LOCAL", "REMOTE")]
     for s in snap.sockets:
         if port is not None and port not in (s.local_port, s.remote_port):
