@@ -358,6 +358,18 @@ def test_reset_lists_what_it_deletes_asks_first_and_puts_the_learner_back_at_the
         cf("stop", check=False)
 
 
+def test_reset_deletes_through_read_only_folders(tmp_path: Path) -> None:
+    from sidecarlab import reset
+
+    locked = tmp_path / "state" / "droplet" / "bin"
+    locked.mkdir(parents=True)
+    (locked / "config-server").write_text("binary")
+    locked.chmod(0o500)
+    locked.parent.chmod(0o500)
+    reset._delete(tmp_path / "state")
+    assert not (tmp_path / "state").exists()
+
+
 # ------------------------------------------------------------------------------ headless runs
 
 def tiny_tutorial(directory: Path) -> Path:

@@ -125,7 +125,7 @@ def reset(yes: bool) -> None:
                 click.echo("Nothing deleted.")
                 sys.exit(1)
         resetting.carry_out(found, log=click.echo)
-    except (StopError, tutorial.TutorialError) as exc:
+    except (StopError, resetting.ResetError, tutorial.TutorialError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("Reset done: open the tutorial again with `make lab`.")
 

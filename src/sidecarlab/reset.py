@@ -14,19 +14,26 @@ localcf state dir with no localcf files in it) is not deleted: the plan says why
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import blobstore, tutorial
+from .errors import KitError
 from .paths import checkout_dir, work_root
 from .stop import Stopped, localcf_state_dir, stop_everything
 
-__all__ = ["Doomed", "ResetPlan", "carry_out", "plan"]
+__all__ = ["Doomed", "ResetError", "ResetPlan", "carry_out", "plan"]
 
 # Files a localcf state dir holds once the daemon has run (the store and the API token).
 _LOCALCF_MARKERS = ("localcf.db", "token")
+
+
+class ResetError(KitError):
+    """A listed path could not be deleted."""
 
 
 @dataclass(frozen=True)
@@ -96,9 +103,26 @@ def carry_out(found: ResetPlan, log: Callable[[str], None] = print) -> tuple[lis
     """Stop everything, delete what `found` lists, write fresh learner copies."""
     stopped = stop_everything(log=log)
     for doomed in found.delete:
-        shutil.rmtree(doomed.path)
+        _delete(doomed.path)
         log(f"deleted {doomed.path}")
     copies = tutorial.make_learner_copies(out_dir=found.learners_dir, force=True)
     for copy in copies:
         log(copy.line())
     return stopped, copies
+
+
+def _delete(path: Path) -> None:
+    """`rm -rf path`, also through read-only folders (droplets and caches unpack some)."""
+    try:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | stat.S_IRWXU)
+        for root, dirs, _ in os.walk(path):  # top-down: a folder is made writable before it is entered
+            for name in dirs:
+                inner = Path(root, name)
+                if not inner.is_symlink():
+                    inner.chmod(inner.stat().st_mode | stat.S_IRWXU)
+        shutil.rmtree(path)
+    except OSError as exc:
+        raise ResetError(f"Could not delete {path}: {exc}. Nothing after it was deleted; remove it by hand "
+                         "(it may belong to another user, or a program may still use it) and run the reset again.") \
+            from None
