@@ -16,6 +16,7 @@ Run: .venv/bin/python benchmarks/parts.py [--no-warm-up]
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -40,6 +41,7 @@ def reading(path: Path) -> tuple[int, int]:
 
 def main() -> None:
     warm_up = "--no-warm-up" not in sys.argv[1:]
+    load_before = os.getloadavg()
     scratch = Path(tempfile.mkdtemp(prefix="sidecarlab-bench-"))
     try:
         with Platform() as cf:
@@ -59,7 +61,10 @@ def main() -> None:
                             "learner_minutes": math.ceil(pace)}
     record("parts", {"parts": parts, "headless_total_s": round(total, 1),
                      "learner_total_minutes": sum(p["learner_minutes"] for p in parts.values()),
-                     "warm_up": warm_up, "words_per_minute": WORDS_PER_MINUTE,
+                     "warm_up": warm_up,
+                     # other work on the machine slows the headless figures (not the reading estimate)
+                     "load_average_1m": {"before": round(load_before[0], 1), "after": round(os.getloadavg()[0], 1)},
+                     "words_per_minute": WORDS_PER_MINUTE,
                      "exercise_minutes": EXERCISE_MINUTES, "parts_run": PARTS})
 
 
