@@ -27,7 +27,6 @@ import yaml
 
 from .checks import PASSED_MARK, SKIPPED_MARK
 from .errors import KitError
-from .kernel import IpcKernelManager
 from .paths import checkout_dir, work_root
 
 __all__ = [
@@ -287,6 +286,8 @@ def run_notebook(path: Path, output: Path, parameters: Mapping[str, Any], kernel
     import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
+
+    from .kernel import IpcKernelManager  # needs the kit's Jupyter packages, like papermill
 
     output.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
