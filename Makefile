@@ -52,10 +52,25 @@ regression: $(STAMP)
 regression-update: $(STAMP)
 	$(PY) -m sidecarlab.regression --update
 
+# JupyterLab on the learners' own copies in work/notebooks/ (made where missing, never overwritten);
 # extra JupyterLab arguments: make lab LAB_ARGS="--port 8899 --no-browser"; as root, --allow-root is added
+.PHONY: learner-copies stop reset
 LAB_ARGS ?=
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/
+	$(VENV)/bin/sidecarlab lab $(LAB_ARGS)
+
+# learner copies of every notebook (solutions removed) in work/notebooks/; a copy with edits is kept
+learner-copies: $(STAMP)
+	$(VENV)/bin/sidecarlab learner-copy
+
+# stop everything the kit started: ssh tunnels, the embedded S3 server, the localcf daemon
+stop: $(STAMP)
+	$(VENV)/bin/sidecarlab stop
+
+# back to the start: lists what it deletes and asks first (make reset RESET_ARGS=--yes does not ask)
+RESET_ARGS ?=
+reset: $(STAMP)
+	$(VENV)/bin/sidecarlab reset $(RESET_ARGS)
 
 # the browser for tests/test_browser.py (Playwright drives it; Playwright comes with the test extra):
 # Debian's chromium, installed with apt-get when missing and run as root; the test is skipped without it

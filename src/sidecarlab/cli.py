@@ -55,15 +55,79 @@ def run(parts: tuple[str, ...], target: str, params: tuple[tuple[str, str], ...]
 
 
 @main.command("learner-copy")
-@click.argument("notebooks", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build/learner"),
-              show_default=True, help="Directory for the learner copies.")
-def learner_copy(notebooks: tuple[Path, ...], out_dir: Path) -> None:
-    """Write copies of NOTEBOOKS with the solutions removed (cells tagged `solution`)."""
-    for nb in notebooks:
-        removed = tutorial.learner_copy(nb, out_dir / nb.name)
-        click.echo(f"{out_dir / nb.name}: {removed} solution(s) removed")
+@click.argument("notebooks", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory for the learner copies (default: the learners' work folder, work/notebooks).")
+@click.option("--force", is_flag=True, help="Replace copies that differ from a fresh one (a learner's edits).")
+def learner_copy(notebooks: tuple[Path, ...], out_dir: Path | None, force: bool) -> None:
+    """Write copies of NOTEBOOKS (default: every part) with the solutions removed (cells tagged
+    `solution`); a copy a learner has edited is kept unless --force."""
+    try:
+        copies = tutorial.make_learner_copies(notebooks, out_dir, force=force)
+    except tutorial.TutorialError as exc:
+        raise click.ClickException(str(exc)) from None
+    for made in copies:
+        click.echo(made.line())
 
+
+# ------------------------------------------------------------------ workshop delivery: lab, stop, reset
+
+LAB_BANNER = """Sidecar Lab: JupyterLab opens your own copies of the notebooks, in {learners}
+(the solutions removed; the checks tell you when an exercise works). Your edits stay there.
+When you are done: `make stop` (or `sidecarlab stop`) stops localcf, the S3 server and any ssh
+tunnel the kit started; closing JupyterLab does not. `make reset` starts the tutorial over."""
+
+
+@main.command("lab", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("jupyter_args", nargs=-1, type=click.UNPROCESSED)
+def lab(jupyter_args: tuple[str, ...]) -> None:
+    """Open JupyterLab on the learners' work folder (learner copies made where missing, never
+    overwritten). JUPYTER_ARGS go to `jupyter lab` (e.g. --port 8899 --no-browser)."""
+    from .lab import open_lab
+
+    try:
+        code = open_lab(jupyter_args, banner=LAB_BANNER, log=click.echo)
+    except tutorial.TutorialError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
+@main.command("stop")
+def stop() -> None:
+    """Stop everything the kit started: ssh tunnels, the embedded S3 server, the localcf daemon
+    (idempotent; `localcf start` or any notebook brings the platform and its apps back)."""
+    from .stop import StopError, stop_everything
+
+    try:
+        stop_everything(log=click.echo)
+    except StopError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command("reset")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before deleting.")
+def reset(yes: bool) -> None:
+    """Put the tutorial back at the start: stop everything, delete the work dir (learner copies
+    included), the S3 server's state and localcf's state, and write fresh learner copies. Lists what
+    it deletes and asks first."""
+    from . import reset as resetting
+    from .stop import StopError
+
+    try:
+        found = resetting.plan()
+        click.echo(found.describe())
+        if not yes:
+            if not sys.stdin.isatty():
+                raise click.ClickException(
+                    "Nothing deleted: `sidecarlab reset` asks before it deletes, and there is no terminal to "
+                    "ask on. Run it in a terminal, or pass --yes (`make reset RESET_ARGS=--yes`).")
+            if not click.confirm("Delete all this and start over?", default=False):
+                click.echo("Nothing deleted.")
+                sys.exit(1)
+        resetting.carry_out(found, log=click.echo)
+    except (StopError, resetting.ResetError, tutorial.TutorialError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("Reset done: open the tutorial again with `make lab`.")
 
 
 # ------------------------------------------------------------------ Part 3: the object store

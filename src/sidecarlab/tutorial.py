@@ -1,5 +1,9 @@
 """The tutorial: run the notebooks headless (papermill), make learner copies, set up workspaces.
 
+Learners work in copies of their own, `work/notebooks/` (git-ignored, `learners_dir()`), made by
+`make_learner_copies()`: never in the tracked `notebooks/`, so a save in JupyterLab leaves the
+checkout clean, and a learner's edits are never overwritten unless asked (`force`).
+
 `run()` is a straight pipeline per notebook: find it, load its parameters for the target, make
 sure a kernel for this Python exists, execute, collect the check lines, write the executed notebook
 and a summary under `build/`. A failure names the notebook and the cell.
@@ -27,6 +31,7 @@ from .errors import KitError
 from .paths import checkout_dir, work_root
 
 __all__ = [
+    "LearnerCopy",
     "NotebookResult",
     "RunReport",
     "TutorialError",
@@ -34,7 +39,9 @@ __all__ = [
     "ensure_kernel",
     "find_notebooks",
     "learner_copy",
+    "learners_dir",
     "load_params",
+    "make_learner_copies",
     "remove_work_dir",
     "run",
     "run_notebook",
@@ -279,6 +286,8 @@ def run_notebook(path: Path, output: Path, parameters: Mapping[str, Any], kernel
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from .kernel import IpcKernelManager  # needs the kit's Jupyter packages, like papermill
+
     output.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     result = NotebookResult(str(path), str(output), "passed", 0.0)
@@ -286,6 +295,7 @@ def run_notebook(path: Path, output: Path, parameters: Mapping[str, Any], kernel
         papermill.execute_notebook(
             str(path), str(output), parameters=dict(parameters), kernel_name=kernel,
             progress_bar=progress, cwd=str(cwd or path.parent), execution_timeout=timeout,
+            kernel_manager_class=IpcKernelManager,
         )
     except PapermillExecutionError as exc:
         result.status = "failed"
@@ -395,3 +405,55 @@ def learner_copy(src: Path, dest: Path) -> int:
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(copy.deepcopy(nb), str(dest))
     return removed
+
+
+def learners_dir() -> Path:
+    """Where learners work: `work/notebooks/` (under $SIDECARLAB_WORK when set), git-ignored."""
+    return work_root() / "notebooks"
+
+
+@dataclass(frozen=True)
+class LearnerCopy:
+    """One learner copy and what `make_learner_copies` did with it."""
+
+    path: Path
+    status: str  # "written" (new), "replaced" (force), "unchanged" (already the fresh copy), "kept" (edited)
+    solutions_removed: int
+
+    def line(self) -> str:
+        """One line for people."""
+        said = {
+            "written": f"written ({self.solutions_removed} solution(s) removed)",
+            "replaced": f"replaced by a fresh copy ({self.solutions_removed} solution(s) removed)",
+            "unchanged": "already the fresh learner copy",
+            "kept": "kept: it differs from a fresh copy (your edits); --force replaces it",
+        }[self.status]
+        return f"{self.path}: {said}"
+
+
+def make_learner_copies(notebooks: Sequence[Path] = (), out_dir: Path | None = None,
+                        force: bool = False) -> list[LearnerCopy]:
+    """Learner copies of `notebooks` (default: every notebook of the tutorial) in `out_dir` (default:
+    `learners_dir()`). A copy that exists and differs from a fresh one holds the learner's edits and
+    is kept, unless `force`."""
+    import tempfile
+
+    sources = [Path(n) for n in notebooks] or find_notebooks()
+    out_dir = Path(out_dir) if out_dir else learners_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made: list[LearnerCopy] = []
+    for src in sources:
+        dest = out_dir / src.name
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".learner-copy-") as scratch:
+            fresh = Path(scratch) / src.name
+            removed = learner_copy(src, fresh)
+            if not dest.exists():
+                status = "written"
+            elif dest.read_bytes() == fresh.read_bytes():
+                status = "unchanged"
+            else:
+                status = "replaced" if force else "kept"
+            if status in ("written", "replaced"):
+                os.replace(fresh, dest)  # atomic: never a half-written notebook
+        made.append(LearnerCopy(dest, status, removed))
+    return made
