@@ -587,9 +587,11 @@ def _tiny_tutorial(tmp_path: Path) -> Path:
 def test_run_names_the_notebook_and_the_failing_cell(tmp_path: Path) -> None:
     notebooks = _tiny_tutorial(tmp_path)
     out = tmp_path / "build"
-    proc = subprocess.run([str(SIDECARLAB), "run", "07", "--notebooks", str(notebooks), "--out", str(out),
-                           "--no-progress"], capture_output=True, text=True, timeout=240)
+    # --out relative to the current directory (the notebooks run from their own: the kernel is found)
+    proc = subprocess.run([str(SIDECARLAB), "run", "07", "--notebooks", str(notebooks), "--out", "build",
+                           "--no-progress"], capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "NoSuchKernel" not in proc.stderr
     # Cell 5 of the executed notebook (papermill adds the injected-parameters cell), In [4].
     assert "07-tiny.ipynb, cell 5 (In [4])" in proc.stderr
     assert 'assert greeting == "from-params", greeting' in proc.stderr

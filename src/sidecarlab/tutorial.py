@@ -328,7 +328,7 @@ def run(
     `out_dir/notebooks/` and `out_dir/summary.{md,json}`. Stops at the first failing notebook.
     `cwd` (default: each notebook's directory) and `timeout` (per cell) go to papermill."""
     notebooks_dir = Path(notebooks_dir) if notebooks_dir else default_notebooks_dir()
-    out_dir = Path(out_dir) if out_dir else default_out_dir()
+    out_dir = Path(out_dir).resolve() if out_dir else default_out_dir()  # notebooks run from their own directory
     notebooks = find_notebooks(parts, notebooks_dir)
     parameters = load_params(target, notebooks_dir / "params")
     check_parameters(notebooks, params or {})
