@@ -110,6 +110,11 @@ _VOLATILE: tuple[tuple[str, str], ...] = (
     # pytest's summary adds the time as h:mm:ss past a minute (`in 131.20s (0:02:11)`), and pads its
     # rules (`===== 6 passed in 1.2s =====`) to the terminal's width around text whose length varies
     (r" \(\d+:\d{2}:\d{2}\)", ""),
+    # the `%cf` magic's counts of what it left out: the lines a `--grep` kept are compared one by
+    # one, but how many log lines there were (router lines, periodic ones) depends on timing; a folded
+    # transcript's length follows from it
+    (r"\(\d+ of \d+ lines match;", "(<N> of <N> lines match;"),
+    (r"\(\d+ more lines of this transcript are folded away", "(<N> more lines of this transcript are folded away"),
     (r"={3,}", "==="),
     # sizes: byte counts, cf's human sizes (5.5M, 2.1K, 7MB), measured usage before a quota
     # (`12.3M of 256M`: the quota 256M is configuration and stays, as does a sidecar's `64 MB`),
