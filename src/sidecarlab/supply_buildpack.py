@@ -76,10 +76,10 @@ echo "-----> Sidecar buildpack: installing the placeholder sidecar into $SIDECAR
 mkdir -p "$SIDECAR_DIR"
 cat > "$SIDECAR_DIR/placeholder-sidecar" <<'SIDECAR'
 #!/usr/bin/env bash
-# The placeholder does nothing but show that it runs, and from where.
+# The placeholder does nothing but show that it runs, and from where (every 5 minutes).
 while true; do
   echo "placeholder sidecar: still here (running $0)"
-  sleep 5
+  sleep 300
 done
 SIDECAR
 chmod +x "$SIDECAR_DIR/placeholder-sidecar"
