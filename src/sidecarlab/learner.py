@@ -353,14 +353,14 @@ class _Waiter:
                 "`cf staging-security-groups` lists public_networks again; then run this cell again.")
         if not self.waited or now - self.reported >= REPORT_SECONDS:
             waited = f" (waiting for {now - self.started:.0f}s)" if self.waited else ""
-            self.log(f"{self.what} waits: {why}{waited}.")
+            self.log(f"Waiting before {self.what}: {why}{waited}.")
             self.reported = now
         self.waited = True
         time.sleep(POLL_SECONDS)
 
     def done(self) -> None:
         if self.waited:
-            self.log(f"{self.what} goes on after waiting {time.monotonic() - self.started:.0f}s.")
+            self.log(f"{self.what[0].upper()}{self.what[1:]} goes ahead after waiting {time.monotonic() - self.started:.0f}s.")
 
 
 def _lease_holds_up(target: Target, lease: AirGapLease, log: Log) -> bool:
@@ -393,7 +393,7 @@ def acquire_air_gap(target: Target, groups: Sequence[str], *, log: Log = print) 
     """Take the foundation's air-gap lease for this run (waiting while another run holds it), then wait
     until no other run is staging. `groups` are the staging groups about to be unbound; the lease
     names those bound now, so whoever breaks it when this run dies binds them back."""
-    waiter = _Waiter(log, "Taking the foundation's air gap")
+    waiter = _Waiter(log, "the air gap")
     while True:
         bound = [g for g in groups if _bound_for_staging(target, g)]
         holder = dict(_who(target), groups=bound)
@@ -422,7 +422,7 @@ def acquire_air_gap(target: Target, groups: Sequence[str], *, log: Log = print) 
             continue
         break
     waiter.done()
-    waiter = _Waiter(log, "Taking the foundation's air gap")
+    waiter = _Waiter(log, "the air gap")
     while True:
         others = _stagings_of_others(target, log)
         if not others:
