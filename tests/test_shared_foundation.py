@@ -359,3 +359,44 @@ def test_two_learners_run_parts_1_to_4_at_the_same_time_on_one_foundation(tmp_pa
     finally:
         blobstore.stop(s3_state)
         cf("stop", check=False)
+
+
+CF_STAND_IN = r'''#!{python}
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["CF_STAND_IN_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\n")
+if args[0] == "curl" and args[1].startswith("/v3/buildpacks"):
+    print(json.dumps({{"pagination": {{"next": None}}, "resources": [{{"guid": "g-1", "name": "sidecar_buildpack"}}]}}))
+else:
+    print("OK")
+'''
+
+
+def test_a_real_foundation_s_admin_buildpack_of_another_is_neither_updated_nor_deleted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts 2 and 3 on a real foundation: an admin buildpack of the same name that no notebook of this
+    learner created (another learner's without `learner`, an operator's) is left alone."""
+    from sidecarlab import supply_buildpack
+    from sidecarlab.supply_buildpack import PLACEHOLDER_SUPPLY, BuildpackError
+    from sidecarlab.targets import CFTarget
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cf").write_text(CF_STAND_IN.format(python=sys.executable))
+    (bin_dir / "cf").chmod(0o755)
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CF_STAND_IN_LOG", str(log))
+    monkeypatch.setenv("CF_USERNAME", "admin")
+    monkeypatch.setenv("CF_PASSWORD", "pw")
+    monkeypatch.setenv("SIDECARLAB_WORK", str(tmp_path / "work"))
+    cf = CFTarget("https://api.example.com", "org", "space", echo=False)
+    bp = supply_buildpack.write_buildpack(tmp_path / "bp", PLACEHOLDER_SUPPLY).directory
+    with pytest.raises(BuildpackError) as refused:
+        supply_buildpack.install_buildpack(cf, bp, "sidecar_buildpack", tmp_path / "manifest.yml")
+    assert "an admin buildpack of that name exists and no notebook of yours created it" in str(refused.value)
+    assert "`learner` parameter" in str(refused.value)
+    supply_buildpack.remove_buildpack(cf, "sidecar_buildpack")
+    verbs = [json.loads(line)[0] for line in log.read_text().splitlines()]
+    assert not {"create-buildpack", "update-buildpack", "delete-buildpack"} & set(verbs), verbs

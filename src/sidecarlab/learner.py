@@ -226,7 +226,7 @@ def before_delete_buildpack(target: Target, name: str) -> str | None:
 # ================================================================================== the lease
 
 def _now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
+    return _dt.datetime.now(_dt.UTC)
 
 
 def _parse_time(text: str) -> _dt.datetime | None:
@@ -234,7 +234,7 @@ def _parse_time(text: str) -> _dt.datetime | None:
         parsed = _dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=_dt.timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=_dt.UTC)
 
 
 def _who(target: Target) -> dict[str, str]:
