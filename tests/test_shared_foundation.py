@@ -264,6 +264,19 @@ def test_a_stale_lease_is_broken_and_its_groups_bound_back(localcf: LocalCF, wor
         assert learner.LEASE_NAME not in group_names(bob)
 
 
+def test_the_lease_stays_while_a_group_it_names_is_still_unbound(localcf: LocalCF, work: Path, restored: None,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    erin = learner_target(localcf, "erin")
+    guard = part4.StagingGroupsGuard(erin, [part4.PUBLIC_NETWORKS])
+    erin.cf("unbind-staging-security-group", part4.PUBLIC_NETWORKS, quiet=True)
+    guard.done()  # without binding the group back first
+    assert "The air-gap lease stays: public_networks is still unbound for staging" in capsys.readouterr().out
+    assert learner.LEASE_NAME in group_names(erin)
+    erin.cf("bind-staging-security-group", part4.PUBLIC_NETWORKS, quiet=True)
+    assert learner.release_air_gap(erin)
+    assert learner.LEASE_NAME not in group_names(erin)
+
+
 def test_an_earlier_killed_run_s_lease_is_released_by_recover(localcf: LocalCF, work: Path, restored: None) -> None:
     first = learner_target(localcf, "dave")
     marker = work / "unbound-staging-groups.json"

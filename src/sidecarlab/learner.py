@@ -86,7 +86,7 @@ STALE_LEASE_MINUTES = 30.0
 STALE_STAGING_MINUTES = 15.0
 #: How long a staging or an air gap waits for the other side at most (past a stale lease's age).
 WAIT_MINUTES = 35.0
-POLL_SECONDS = 1.0
+POLL_SECONDS = 2.0
 #: How often a wait says it is still waiting.
 REPORT_SECONDS = 60.0
 # The lease's one rule: TCP to TEST-NET-1 (RFC 5737, never routed), and the group is bound to nothing:
@@ -412,9 +412,10 @@ def acquire_air_gap(target: Target, groups: Sequence[str], *, log: Log = print) 
                 log(f"An earlier run of yours left the air-gap lease (since {lease.since()}): taking it over.")
                 _delete_group(target, lease.guid)
                 continue
-            if _lease_holds_up(target, lease, log):
+            while lease is not None and _lease_holds_up(target, lease, log):  # only read while waiting
                 waiter.wait(f"{lease.who()} has air-gapped staging for the whole foundation since {lease.since()} "
                             f"(their Part 4); only one air gap at a time")
+                lease = current_lease(target)
             continue
         # Between reading the groups and creating the lease, a holder may have bound its groups back.
         if [g for g in groups if _bound_for_staging(target, g)] != bound:
@@ -437,10 +438,16 @@ def acquire_air_gap(target: Target, groups: Sequence[str], *, log: Log = print) 
     return lease
 
 
-def release_air_gap(target: Target) -> bool:
-    """Delete the lease if this run holds it (call after the groups are bound back); True if it did."""
+def release_air_gap(target: Target, *, log: Log = print) -> bool:
+    """Delete the lease if this run holds it and the groups it names are bound for staging again;
+    True if it did. While one is still unbound the lease stays, so no one stages air-gapped by mistake."""
     lease = current_lease(target)
     if lease is None or not lease.held_by(target):
+        return False
+    unbound = [g for g in lease.groups() if not _bound_for_staging(target, g)]
+    if unbound:
+        log(f"The air-gap lease stays: {', '.join(unbound)} is still unbound for staging, and other learners' "
+            f"stagings wait until it is bound back (`cf bind-staging-security-group {unbound[0]}`).")
         return False
     _delete_group(target, lease.guid)
     return True
