@@ -39,6 +39,7 @@ import dataclasses
 import datetime as _dt
 import getpass
 import json
+import os
 import re
 import socket
 import time
@@ -48,6 +49,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import psutil
 
 from .errors import KitError
 from .paths import work_root
@@ -237,9 +240,9 @@ def _parse_time(text: str) -> _dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=_dt.UTC)
 
 
-def _who(target: Target) -> dict[str, str]:
+def _who(target: Target) -> dict[str, Any]:
     return {"learner": target.learner, "user": getpass.getuser(), "host": socket.gethostname(),
-            "run": target.run_id}
+            "run": target.run_id, "pid": os.getpid()}
 
 
 @dataclass(frozen=True)
@@ -287,9 +290,13 @@ class AirGapLease:
         return bool(self.holder.get("run")) and self.holder.get("run") == target.run_id
 
     def left_by_earlier_run(self, target: Target) -> bool:
-        """Whether an earlier run of the same learner, user and machine holds it (a killed kernel's)."""
+        """Whether an earlier run of the same learner, user and machine holds it, whose process is gone
+        (a killed kernel's)."""
         me = _who(target)
-        return all(self.holder.get(k) == me[k] for k in ("learner", "user", "host"))
+        if not all(self.holder.get(k) == me[k] for k in ("learner", "user", "host")) or self.held_by(target):
+            return False
+        pid = self.holder.get("pid")
+        return not (isinstance(pid, int) and psutil.pid_exists(pid) and pid != os.getpid())
 
     def stale(self) -> bool:
         return self.age_seconds() > STALE_LEASE_MINUTES * 60
