@@ -263,7 +263,7 @@ with open(os.environ["CF_STAND_IN_LOG"], "a") as log:
 state = os.environ["CF_STAND_IN_STATE"]
 if args[0] == "curl" and args[1].startswith("/v3/buildpacks"):
     exists = os.path.exists(state)
-    found = [{{"name": "sidecar_buildpack"}}] if exists else []
+    found = [{{"guid": "bp-guid-1", "name": "sidecar_buildpack"}}] if exists else []
     print(json.dumps({{"pagination": {{"next": None}}, "resources": found}}))
 elif args[0] == "create-buildpack":
     open(state, "w").close(); print("OK")
@@ -293,16 +293,18 @@ def test_cf_target_creates_then_updates_an_admin_buildpack(tmp_path: Path, monke
         "sidecar_buildpack"
     assert supply_buildpack.install_buildpack(cf, bp, "sidecar_buildpack", tmp_path / "manifest.yml") == \
         "sidecar_buildpack"
+    # (before the clean-up: a buildpack this learner did not create would not be updated at all)
+    monkeypatch.setenv("CF_STAND_IN_NOT_ADMIN", "1")
+    with pytest.raises(BuildpackError, match="need the Cloud Foundry admin role"):
+        supply_buildpack.install_buildpack(cf, bp, "sidecar_buildpack", tmp_path / "manifest.yml")
+    monkeypatch.delenv("CF_STAND_IN_NOT_ADMIN")
     supply_buildpack.remove_buildpack(cf, "sidecar_buildpack")
     login = ("version", "api", "auth", "target", "curl")
     verbs = [c for c in map(json.loads, log.read_text().splitlines()) if c[0] not in login]
     assert verbs == [["create-buildpack", "sidecar_buildpack", str(bp), "999"],
                      ["update-buildpack", "sidecar_buildpack", "-p", str(bp)],
+                     ["update-buildpack", "sidecar_buildpack", "-p", str(bp)],
                      ["delete-buildpack", "sidecar_buildpack", "-f"]]
-
-    monkeypatch.setenv("CF_STAND_IN_NOT_ADMIN", "1")
-    with pytest.raises(BuildpackError, match="need the Cloud Foundry admin role"):
-        supply_buildpack.install_buildpack(cf, bp, "sidecar_buildpack", tmp_path / "manifest.yml")
 
 
 def test_the_droplet_file_is_found_by_the_cf_cli_s_name_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

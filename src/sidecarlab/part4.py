@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from . import blobstore, packager, sidecar
+from . import blobstore, learner, packager, sidecar
 from .checks import CheckFailed, CheckResult, check, fail, latest_build, staging_log
 from .part3 import go_build_command
 from .supply_buildpack import BuildpackError
@@ -116,7 +116,7 @@ def build_and_upload_dependency(target: Target, work: Path, version: str, s3: bl
     sidecar.build(out=binary, goos="linux", goarch=goarch)
     buildpack_dir = packager.copy_buildpack(work / "buildpack")
     version = version.strip().lstrip("v")
-    key = blobstore.sidecar_key(f"{version}-linux-{goarch}.tgz")  # the key upload_dependency writes
+    key = blobstore.sidecar_key(f"{version}-linux-{goarch}.tgz", s3.learner)  # the key upload_dependency writes
     archive = key.rsplit("/", 1)[-1]
     _show(f"tar -czf {archive} -C {shlex.quote(os.path.relpath(work))} bin/config-server", log)
     _show(blobstore.aws_cp_command(archive, s3, key), log)
@@ -194,29 +194,43 @@ class AdminRequired(TargetError):
     """The learner's user may not create system buildpacks or change staging security groups."""
 
 
-def require_admin(target: Target, *, log: Log = print) -> None:
-    """Stop before anything is pushed when the learner cannot do Part 4's admin steps.
+#: What each part does that needs the admin role: (what it does, what the admin may do, whom to ask for what).
+_ADMIN_NEEDS = {
+    "Part 2": ("installs its buildpack as an admin buildpack (`cf create-buildpack`): a real Cloud Foundry takes "
+               "only admin buildpack names or git URLs in `buildpacks:`",
+               "install admin buildpacks",
+               "or ask them to install the buildpack for you"),
+    "Part 3": ("installs its buildpack as an admin buildpack (`cf create-buildpack`): a real Cloud Foundry takes "
+               "only admin buildpack names or git URLs in `buildpacks:`",
+               "install admin buildpacks",
+               "or ask them to install the buildpack for you"),
+    "Part 4": ("creates a system buildpack (`cf create-buildpack`) and air-gaps staging for the whole foundation "
+               f"(`cf unbind-staging-security-group {PUBLIC_NETWORKS}`)",
+               "create system buildpacks and change staging security groups",
+               "on a sandbox foundation (air-gapping staging affects every app staged there meanwhile)"),
+}
 
-    `cf create-buildpack` and `cf (un)bind-staging-security-group` need the `cloud_controller.admin`
-    scope. On localcf the learner is the platform's admin; on a real foundation the scopes of the
-    learner's token say it (the API's own test for "admin")."""
+
+def require_admin(target: Target, *, log: Log = print, part: str = "Part 4") -> None:
+    """Stop before anything is pushed when the learner cannot do the admin steps of `part`.
+
+    `cf create-buildpack` (Parts 2 to 4 on a real foundation) and `cf (un)bind-staging-security-group`
+    (Part 4) need the `cloud_controller.admin` scope. On localcf the learner is the platform's admin; on
+    a real foundation the scopes of the learner's token say it (the API's own test for "admin")."""
+    does, may, ask = _ADMIN_NEEDS.get(part, _ADMIN_NEEDS["Part 4"])
     admin, scopes = target.admin_scopes()
     if admin is None:  # the embedded platform: the learner is its admin
-        log("localcf: you are the platform's admin, so you may create system buildpacks and change "
-            "staging security groups.")
+        log(f"localcf: you are the platform's admin, so you may {may}.")
         return
     _show("cf oauth-token   # then read the token's `scope` list: it must hold " + ADMIN_SCOPE, log)
     user = os.environ.get("CF_USERNAME", "your user")
     if not admin:
         raise AdminRequired(
-            f"Part 4 needs a Cloud Foundry admin on {target.describe()}: it creates a system buildpack "
-            "(`cf create-buildpack`) and air-gaps staging for the whole foundation "
-            f"(`cf unbind-staging-security-group {PUBLIC_NETWORKS}`). {user} has the scopes "
+            f"{part} needs a Cloud Foundry admin on {target.describe()}: it {does}. {user} has the scopes "
             f"{', '.join(sorted(scopes)) or 'none'}, without {ADMIN_SCOPE}. Ask your operator for a user with "
-            f"the {ADMIN_SCOPE} scope on a sandbox foundation (air-gapping staging affects every app staged "
-            "there meanwhile), or run Part 4 on the embedded platform (target: local). Nothing was pushed.")
-    log(f"{user} has the {ADMIN_SCOPE} scope: Part 4 may create system buildpacks and change staging "
-        "security groups.")
+            f"the {ADMIN_SCOPE} scope {ask}, or run {part} on the embedded platform (target: local). "
+            "Nothing was pushed.")
+    log(f"{user} has the {ADMIN_SCOPE} scope: {part} may {may}.")
 
 
 def _rule_opens_egress(rule: dict[str, Any]) -> bool:
@@ -258,6 +272,10 @@ class StagingGroupsGuard:
       and `recover` reads them.
 
     `done()` in the clean-up cell, after it bound the groups back itself, ends the watch.
+
+    On a foundation shared by several learners, the guard first takes the air-gap lease
+    (`sidecarlab.learner.acquire_air_gap`: it waits while another run holds it, then until no other
+    learner's staging is under way), and `done()` releases it once the groups are bound back.
     """
 
     target: Target
@@ -267,6 +285,9 @@ class StagingGroupsGuard:
     _active: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        # One air gap at a time on a shared foundation, and none under another learner's staging:
+        # the lease is taken first (waiting for others), released by done() after the groups are back.
+        learner.acquire_air_gap(self.target, self.groups)
         # A guard made again before the clean-up (the cell run twice) finds the group already
         # unbound: the marker still names it, so this guard binds it back too.
         earlier = self._marked(self.target, self.marker) if self.marker is not None else []
@@ -289,6 +310,7 @@ class StagingGroupsGuard:
             log(f"an earlier run of this notebook left {name} unbound for staging: binding it back")
             target.cf("bind-staging-security-group", name)
         Path(marker).unlink(missing_ok=True)
+        learner.release_leftover_lease(target, log=log)
         return restored
 
     @staticmethod
@@ -335,6 +357,7 @@ class StagingGroupsGuard:
         atexit.unregister(self._at_exit)
         if self.marker is not None:
             self.marker.unlink(missing_ok=True)
+        learner.release_air_gap(self.target)
 
 
 def _ipython() -> Any:

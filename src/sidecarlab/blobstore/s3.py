@@ -64,6 +64,8 @@ class S3Settings:
     endpoint: str = EMBEDDED
     bucket: str = DEFAULT_BUCKET
     region: str = DEFAULT_REGION
+    #: A learner's own folder under KEY_PREFIX on a shared store (`sidecarlab.learner.scoped_s3`); empty: none.
+    learner: str = ""
 
     @property
     def embedded(self) -> bool:
@@ -74,7 +76,8 @@ class S3Settings:
         """One line naming the store and the bucket."""
         where = {EMBEDDED: "the embedded S3 server (moto)", AWS: f"AWS S3 ({self.region})"}.get(
             self.endpoint, self.endpoint)
-        return f"bucket {self.bucket!r} on {where}"
+        mine = f", keys under {KEY_PREFIX}/{self.learner}/" if self.learner else ""
+        return f"bucket {self.bucket!r} on {where}{mine}"
 
 
 def validate(endpoint: str = EMBEDDED, bucket: str = DEFAULT_BUCKET, region: str = DEFAULT_REGION, *,
@@ -241,13 +244,15 @@ class Upload:
     endpoint: str
 
 
-def sidecar_key(version: str) -> str:
-    """The object key of a config-server version: `config-server-sidecar/config-server-v<version>`."""
+def sidecar_key(version: str, learner: str = "") -> str:
+    """The object key of a config-server version: `config-server-sidecar/config-server-v<version>`
+    (`config-server-sidecar/<learner>/config-server-v<version>` for a learner on a shared store)."""
     version = (version or "").strip().lstrip("v")
     if not _VERSION.match(version):
         raise BlobStoreError(f"sidecar version {version!r} is not a version: use e.g. '0.0.1' (letters, digits, "
                              "dots, hyphens).")
-    return f"{KEY_PREFIX}/config-server-v{version}"
+    folder = f"{KEY_PREFIX}/{learner}" if learner else KEY_PREFIX
+    return f"{folder}/config-server-v{version}"
 
 
 def sha256_of(path: Path) -> str:
@@ -295,7 +300,7 @@ def upload_sidecar(binary: Path, version: str, settings: S3Settings, *, buildpac
     binary = Path(binary)
     if not binary.is_file():
         raise BlobStoreError(f"No sidecar binary at {binary}: build it first (sidecarlab.sidecar.build).")
-    key = sidecar_key(version)
+    key = sidecar_key(version, settings.learner)
     client = _client(settings, state_dir)
     say = log or (lambda _line: None)
     if show_command:

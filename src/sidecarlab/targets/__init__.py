@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .. import learner as _learner
 from .base import CommandResult, Event, HttpResponse, Instance, Isolation, LogLine, Target, parse_log_line
 from .cf import CFTarget, default_cf_home
 from .errors import ApiError, CommandError, SshNotAllowed, TargetError
@@ -54,6 +55,7 @@ def target_from_params(
     localcf_home: str | None = None,
     cf_home: str | None = None,
     local_cli: str = "localcf",
+    learner: str = "",
     **_other_params: Any,
 ) -> Target:
     """The Target a notebook's parameters name.
@@ -62,7 +64,18 @@ def target_from_params(
     can pass all of its parameters. The cf target gets the kit's own CF_HOME (`default_cf_home()`)
     unless `cf_home` names another. The local target runs localcf's own verbs, or with
     `local_cli` "cf" (or "auto" where a cf CLI v7+ is installed) the real cf CLI against localcf.
+    `learner` (checked first, see `sidecarlab.learner`) names the learner on a shared foundation: their
+    staging verbs then wait while another learner's run has air-gapped the foundation.
     """
+    checked_learner = _learner.check_learner(learner)
+    made = _target(target, cf_api, cf_org, cf_space, cf_skip_ssl_validation, cf_apps_url, localcf_home, cf_home,
+                   local_cli)
+    made.learner = checked_learner
+    return made
+
+
+def _target(target: str, cf_api: str | None, cf_org: str | None, cf_space: str | None, cf_skip_ssl_validation: bool,
+            cf_apps_url: str | None, localcf_home: str | None, cf_home: str | None, local_cli: str) -> Target:
     kind = (target or "").strip().lower()
     if kind == "local":
         local = LocalTarget(home=Path(localcf_home) if localcf_home else None)

@@ -18,12 +18,14 @@ import subprocess
 import sys
 import tempfile
 import threading
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import learner
 from ..net import free_port
 from ..polling import poll_until
 from ..sidecar import host_goarch
@@ -161,6 +163,11 @@ class Target(ABC):
         self.command_timeout = command_timeout
         self._prepared = False
         self._guids: dict[str, str] = {}
+        #: The notebooks' `learner` parameter (checked; empty for a single user): with one, staging
+        #: verbs wait while another run has air-gapped the foundation (`sidecarlab.learner`).
+        self.learner = ""
+        #: This run's identity on the platform (the air-gap lease and staging markers name it).
+        self.run_id = uuid.uuid4().hex[:12]
 
     # ------------------------------------------------------------------ what subclasses provide
 
@@ -213,6 +220,10 @@ class Target(ABC):
         """The targeted space, as `cf allow-space-ssh` wants it."""
         return "SPACE"
 
+    def platform_key(self) -> str:
+        """Which platform this is, for records kept between runs (the buildpacks a notebook created)."""
+        return self.describe()
+
     # ------------------------------------------------------------------------------- cf verbs
 
     def prepare(self) -> Target:
@@ -243,8 +254,23 @@ class Target(ABC):
         shown = shown or "cf " + shlex.join(args)
         if self.echo if echo is None else echo:
             print(f"$ {shown}", flush=True)
-        returncode, output = self._run(self._argv(args), quiet=quiet, cwd=cwd,
-                                       timeout=timeout or self.command_timeout, shown=shown)
+        verb = args[0] if args else ""
+        name = args[1] if len(args) > 1 and not args[1].startswith("-") else ""
+        if verb == "delete-buildpack" and name:
+            refused = learner.before_delete_buildpack(self, name)
+            if refused:
+                if not quiet:
+                    print(refused, flush=True)
+                return CommandResult(shown, 0, refused + "\n")
+        before = learner.buildpack_guids(self, name) if verb == "create-buildpack" and name else []
+        with (learner.staging_egress(self, verb) if self.learner and verb in learner.STAGING_VERBS
+              else contextlib.nullcontext()):
+            returncode, output = self._run(self._argv(args), quiet=quiet, cwd=cwd,
+                                           timeout=timeout or self.command_timeout, shown=shown)
+        if returncode == 0 and verb == "create-buildpack" and name:
+            learner.record_created_buildpack(self, name, before)
+        elif returncode == 0 and verb == "delete-buildpack" and name:
+            learner.forget_buildpack(self, name)
         if args and args[0] == "ssh" and returncode != 0:
             # Never an expected failure, not even under --no-check: nothing after it can work.
             refused = ssh_refusal(output)

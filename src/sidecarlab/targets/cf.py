@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from .. import learner
 from ..paths import work_root
 from .base import HTTP_TIMEOUT, HttpResponse, Isolation, Target
 from .errors import TargetError
@@ -99,6 +100,10 @@ class CFTarget(Target):
 
     def space_name(self) -> str:
         return self.space
+
+    def platform_key(self) -> str:
+        # Admin buildpacks belong to the foundation, not to a space.
+        return f"cf {self.api.rstrip('/')}"
 
     def _check_credentials(self) -> None:
         missing = [v for v in ("CF_USERNAME", "CF_PASSWORD") if not os.environ.get(v)]
@@ -186,7 +191,14 @@ class CFTarget(Target):
         so the directory becomes (or updates) the admin buildpack `name`: `cf create-buildpack NAME
         DIR POSITION` or `cf update-buildpack NAME -p DIR`. That needs the admin role."""
         directory = Path(directory).resolve()
-        found = self.curl(f"/v3/buildpacks?names={name}").get("resources") or []
+        found = learner.buildpack_guids(self, name)
+        foreign = learner.not_created_here(self, name) if found else []
+        if foreign:
+            hint = ("Give the buildpack a name of your own: set the notebook's `learner` parameter (`-p learner "
+                    "NAME` with `sidecarlab run`), or `buildpack_name`.")
+            raise TargetError(f"Could not install the buildpack {name!r}: an admin buildpack of that name exists and "
+                              "no notebook of yours created it, so it is left as it is (not updated, not deleted).\n"
+                              + hint, hint)
         args = (["update-buildpack", name, "-p", str(directory)] if found else
                 ["create-buildpack", name, str(directory), str(ADMIN_BUILDPACK_POSITION)])
         result = self.cf(*args, check=False)
@@ -195,6 +207,7 @@ class CFTarget(Target):
         return name
 
     def remove_buildpack(self, name: str) -> None:
+        """`cf delete-buildpack NAME -f`, which deletes it only if a notebook of this learner created it."""
         result = self.cf("delete-buildpack", name, "-f", check=False)
         if not result.ok:
             raise self._admin_error(result.shown, result.output, f"delete the buildpack {name!r}")

@@ -118,6 +118,10 @@ class LocalTarget(Target):
     def remove_buildpack(self, name: str) -> None:
         """Nothing to remove: the manifest named the directory itself."""
 
+    def platform_key(self) -> str:
+        home = self.home or os.environ.get("LOCALCF_HOME") or "the default state dir"
+        return f"localcf {home}"
+
     def _droplets_in(self, directory: Path) -> list[Path]:
         # localcf releases before the cf CLI's naming wrote `droplet.tgz`; the new name comes first.
         return super()._droplets_in(directory) or sorted(directory.glob("droplet.tgz"))

@@ -114,6 +114,9 @@ class LocalCFWithCLI(CFTarget):
         self.prepare()
         return super().app_url(app)
 
+    def platform_key(self) -> str:
+        return self.local.platform_key()
+
     def isolation(self) -> Isolation:
         return self.local.isolation()
 
