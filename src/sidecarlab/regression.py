@@ -77,6 +77,11 @@ DIFF_IGNORE = (
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
 _VOLATILE: tuple[tuple[str, str], ...] = (
+    # the picture's connection in TIME_WAIT names its two ends, and which end closed first (so which
+    # is local) depends on timing; its state and label stay
+    (r"(?<=<title>)[^<]* TIME_WAIT(?=</title>)", "<ENDS> TIME_WAIT"),
+    # `ps axwf -o pid,command`: the PID of `ps` itself counts the processes started before it
+    (r"(?m)^( *)\d+( +)(?=ps )", r"\1<PID>\2"),
     # `ps aux` rows: PID, CPU and memory use, the scheduling state (running or sleeping at that
     # instant; its modifiers stay), start and CPU time vary; the user, TTY and command count
     (r"(?m)^(\S+) +\d+ +\d+\.\d+ +\d+\.\d+ +\d+ +\d+ +(\S+) +[RSDIT](\S*) +\S+ +\d+:\d+ ",
@@ -154,7 +159,9 @@ def _machine_paths() -> list[tuple[str, str]]:
             if not value or value == "/":
                 continue
             for spelling in {value, os.path.realpath(value)}:
-                found.append((spelling, re.escape(spelling) + rest, f"<{name}>"))
+                # a container's own /tmp/garden-init (PID 1, as on a cell) is no path of this machine
+                keep = r"(?!/garden-init\b)" if name == "TMP" else ""
+                found.append((spelling, re.escape(spelling) + keep + rest, f"<{name}>"))
                 inside = Path(spelling).is_relative_to(root) and spelling != str(root)
                 if inside:  # ../work from notebooks/, ../../work from sidecar_src/config-server
                     relative = os.path.relpath(spelling, root)
@@ -324,14 +331,17 @@ def compare(reference: Path, executed: Path | Any, settings: Any | None = None) 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from pytest_notebook.diffing import diff_notebooks, diff_to_string, filter_diff
-        from pytest_notebook.notebook import regex_replace_nb
+        from pytest_notebook.notebook import config_from_metadata, regex_replace_nb
     settings = settings or fixture()
     expected = _post_process(_read(reference), settings)
     obtained = _post_process(_read(executed) if isinstance(executed, (str, Path)) else executed, settings)
-    replace = list(settings.diff_replace)
+    # a cell's own settings (`"nbreg": {"diff_replace": [...]}` in its metadata, pytest-notebook's
+    # format), read from the notebook as executed now: for a value only that cell shows
+    own = config_from_metadata(obtained)
+    replace = list(settings.diff_replace) + list(own.diff_replace)
     expected = regex_replace_nb(expected, replace)
     obtained = regex_replace_nb(obtained, replace)
-    filtered = filter_diff(diff_notebooks(expected, obtained), set(settings.diff_ignore))
+    filtered = filter_diff(diff_notebooks(expected, obtained), set(settings.diff_ignore) | set(own.diff_ignore))
     if not filtered:
         return None
     text = diff_to_string(expected, filtered, use_color=settings.diff_use_color,
@@ -345,9 +355,10 @@ def default_references_dir() -> Path:
 
 def _strip(nb: Any, source: Path, settings: Any) -> Any:
     """The executed notebook as a reference: post-processed, volatile values replaced, no timings."""
-    from pytest_notebook.notebook import regex_replace_nb
+    from pytest_notebook.notebook import config_from_metadata, regex_replace_nb
 
-    nb = regex_replace_nb(_post_process(nb, settings), list(settings.diff_replace))
+    nb = _post_process(nb, settings)
+    nb = regex_replace_nb(nb, list(settings.diff_replace) + list(config_from_metadata(nb).diff_replace))
     original = _read(source)
     nb.metadata = original.metadata  # the notebook's own kernelspec, not this machine's kernel
     for cell in nb.cells:
