@@ -399,3 +399,39 @@ def test_sidecarlab_run_starts_its_kernel_without_the_tcp_warning(tmp_path: Path
                            env=dict(os.environ, JUPYTER_PATH=str(tmp_path / "jupyter")))
     assert plain.returncode == 0, plain.stderr
     assert TCP_WARNING in plain.stderr
+
+
+def test_headless_kernels_started_at_once_from_one_directory_each_get_their_own_sockets(tmp_path: Path,
+                                                                                       monkeypatch) -> None:
+    """Two notebooks executed at once from `notebooks/` start two kernels in one directory: each must
+    answer on sockets of its own, none of them written into that directory."""
+    import asyncio
+
+    from sidecarlab.kernel import IpcKernelManager
+
+    monkeypatch.chdir(tmp_path)
+
+    async def start_two() -> list[str]:
+        managers = [IpcKernelManager(kernel_name="python3") for _ in range(2)]
+        await asyncio.gather(*(m.start_kernel() for m in managers))
+        try:
+            answers = []
+            for manager in managers:
+                client = manager.client()
+                client.start_channels()
+                try:
+                    await client.wait_for_ready(timeout=60)
+                    reply = await client.execute_interactive("import os; print(os.getpid())", timeout=60,
+                                                             output_hook=lambda msg: answers.append(
+                                                                 msg["content"].get("text", "").strip()))
+                    assert reply["content"]["status"] == "ok"
+                finally:
+                    client.stop_channels()
+            return answers
+        finally:
+            assert managers[0].ip != managers[1].ip
+            await asyncio.gather(*(m.shutdown_kernel(now=True) for m in managers))
+
+    pids = [a for a in asyncio.run(start_two()) if a]
+    assert len(pids) == 2 and pids[0] != pids[1], pids
+    assert list(tmp_path.iterdir()) == []
