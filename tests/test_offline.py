@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from conftest import LocalCF
 
-from sidecarlab.checks.core import FAILED_MARK, PASSED_MARK
+from sidecarlab.checks.core import FAILED_MARK, PASSED_MARK, output_text
 from sidecarlab.offline import offline_pip_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,8 +201,8 @@ def executed_part1(localcf: LocalCF, tmp_path_factory: pytest.TempPathFactory) -
 
 def stream_lines(path: Path) -> list[str]:
     nb = nbformat.read(str(path), as_version=4)
-    return [line for cell in nb.cells for output in cell.get("outputs", []) if output.get("output_type") == "stream"
-            for line in output.get("text", "").splitlines()]
+    return [line for cell in nb.cells for output in cell.get("outputs", [])
+            for line in output_text(output).splitlines()]
 
 
 @pytest.mark.xdist_group("offline-site")  # one Part 1 run for both site tests (with --dist loadgroup)

@@ -34,6 +34,7 @@ from typing import Any
 import click
 
 from .checks import FAILED_MARK, PASSED_MARK, SKIPPED_MARK
+from .checks.core import output_text
 from .errors import KitError
 from .paths import checkout_dir
 
@@ -303,13 +304,12 @@ def _outcome(nb: Any) -> tuple[str, list[str], list[str], str]:
             pending = True
         for output in cell.get("outputs", []):
             kind = output.get("output_type")
-            if kind == "stream":
-                for line in output.get("text", "").splitlines():
-                    if line.startswith(PASSED_MARK):
-                        passed.append(line)
-                    elif line.startswith(SKIPPED_MARK):
-                        skipped.append(line)
-            elif kind == "error" and not error:
+            for line in output_text(output).splitlines():  # checks show as displays, prints as streams
+                if line.startswith(PASSED_MARK):
+                    passed.append(line)
+                elif line.startswith(SKIPPED_MARK):
+                    skipped.append(line)
+            if kind == "error" and not error:
                 error = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".strip()
     papermill_failed = bool(nb.metadata.get("papermill", {}).get("exception"))
     if error or papermill_failed:
