@@ -281,14 +281,40 @@ def _by_process(window: list[str]) -> list[str]:
     return [window[i] for i in sorted(range(len(window)), key=lambda i: (sources[i], i))]  # stable per process
 
 
+def _order_exchanges(text: str) -> str:
+    """Within each run of consecutive lines from an instance's processes (`[APP/PROC/...]`), put each
+    process's lines one process after the other, each in its own order: the app and its sidecar log
+    one request at once (`Sending a request`, `Received a request for config.`, `Received {...}`), and
+    which of two processes' lines reaches the log first is chance. Lines of the platform (API, CELL,
+    RTR, STG) keep their places and break the runs."""
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    run: list[str] = []
+    for line in lines:
+        m = _LOG_SOURCE.match(line)
+        if m and m.group(1).startswith("APP/PROC/"):
+            run.append(line)
+            continue
+        out.extend(_by_process(run))
+        run = []
+        out.append(line)
+    out.extend(_by_process(run))
+    return "".join(out)
+
+
 def order_concurrent_logs(nb: Any, resources: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """pytest-notebook post-processor (entry point `nbreg.post_proc` `sidecarlab_order_startup_logs`):
-    the start-up lines of an instance's processes, grouped per process (see `_order_startup`)."""
+    the start-up lines of an instance's processes grouped per process (see `_order_startup`), and
+    so are the lines its processes log at once afterwards (see `_order_exchanges`)."""
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
         for output in cell.get("outputs", []):
-            if output.get("output_type") == "stream" and "successfully created container" in output.get("text", ""):
-                output["text"] = _order_startup(output["text"])
+            if output.get("output_type") != "stream":
+                continue
+            text = output.get("text", "")
+            if "successfully created container" in text:
+                text = _order_startup(text)
+            output["text"] = _order_exchanges(text)
     return nb, resources
 
 
