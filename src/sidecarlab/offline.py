@@ -26,7 +26,8 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,24 @@ class WheelhouseReport:
         return (f"{self.path}: {self.wheels} wheels, {self.size_bytes / 1e6:.0f} MB, for {self.python} "
                 f"(filled in {self.seconds:.0f}s)")
 
+
+
+@contextmanager
+def _built_beside(dest: Path) -> Iterator[Path]:
+    """A fresh `<dest>.partial` directory to build in; it replaces `dest` whole when the block ends
+    well, and is removed when it fails, so a failed build leaves the old `dest` as it was."""
+    staging = dest.with_name(dest.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if dest.exists():
+        shutil.rmtree(dest)
+    staging.rename(dest)
 
 def python_tag() -> str:
     """`CPython 3.11 on Linux x86_64`: what the wheelhouse's wheels are built for."""
@@ -180,11 +199,7 @@ def build_wheelhouse(dest: Path | None = None, *, project: Path | None = None, e
     project = Path(project) if project else checkout_dir()
     dest = Path(dest) if dest else project / "wheelhouse"
     requires = build_requirements(project)
-    staging = dest.with_name(dest.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
+    with _built_beside(dest) as staging:
         target = f"{project.resolve()}[{extras}]" if extras else str(project.resolve())
         requirements = project_requirements(project, [extras] if extras else [])
         # pip wheel keeps wheels as they are and builds one for anything published only as an
@@ -201,12 +216,6 @@ def build_wheelhouse(dest: Path | None = None, *, project: Path | None = None, e
             f"Wheels for {python_tag()}: everything `pip install -e '.[{extras}]'` needs, build backend and pip "
             "included.\n`make` installs from here with `pip install --no-index --find-links` when this "
             "directory exists.\nFill again with `make wheelhouse` (`sidecarlab wheelhouse`).\n")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if dest.exists():
-        shutil.rmtree(dest)
-    staging.rename(dest)
     size = sum(p.stat().st_size for p in dest.iterdir() if p.is_file())
     return WheelhouseReport(dest, len(wheels), size, round(time.monotonic() - started, 1), python_tag())
 
@@ -428,11 +437,7 @@ def build_site(executed_dir: Path | None = None, out_dir: Path | None = None, *,
         books[stem] = nb
         parts.append(PartPage(stem, _title(nb, stem), f"{stem}.html", status, passed, skipped, error))
 
-    staging = out_dir.with_name(out_dir.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
+    with _built_beside(out_dir) as staging:
         exporter = _exporter()
         for i, part in enumerate(parts):
             if part.page is None:
@@ -442,12 +447,6 @@ def build_site(executed_dir: Path | None = None, out_dir: Path | None = None, *,
             body, _ = exporter.from_notebook_node(books[part.stem], resources=resources)
             (staging / part.page).write_text(body, encoding="utf-8")
         (staging / "index.html").write_text(_index_html(parts, executed_dir), encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
     return SiteReport(out_dir, out_dir / "index.html", parts)
 
 
