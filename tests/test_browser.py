@@ -167,6 +167,7 @@ def lab(browser_kit: tuple[Any, Path], tmp_path: Path, localcf: LocalCF) -> Iter
         server.wait_ready()
         yield server, folder / NOTEBOOK_1.name
     finally:
+        print(f"jupyter lab's log (its end):\n{server.log_text()}")  # shown only when the test failed
         server.stop()
         localcf("delete", APP, "-f", "-r", check=False)
 
@@ -209,18 +210,45 @@ _STARTED = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-Cell 
   .some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"""
 
 
+def close_dialogs(page: Any) -> list[str]:
+    """Close the JupyterLab dialogs in the way, as a learner would, and return their texts.
+
+    A dialog can open on its own while the page settles (a kernel that restarted, a lost
+    connection that came back, a kernel to choose). "Select Kernel" is accepted (its default is the
+    notebook's own kernel); any other is closed with Escape, which declines (no build, no change)."""
+    seen: list[str] = []
+    for _ in range(5):
+        dialogs = page.locator(".jp-Dialog")
+        if dialogs.count() == 0:
+            break
+        dialog = dialogs.first
+        text = " | ".join(dialog.inner_text().split("\n"))
+        seen.append(text)
+        accept = dialog.locator(".jp-Dialog-footer .jp-mod-accept")
+        if text.startswith("Select Kernel") and accept.count():
+            accept.first.click()
+        else:
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(500)
+    if seen:  # in the report of a test that fails later
+        print(f"JupyterLab dialogs closed: {seen}")
+    return seen
+
+
 def run_all_cells(page: Any, timeout_error: type[Exception]) -> None:
-    """Run > Run All Cells, as a learner does; again (up to twice) if no cell was queued: a menu
-    clicked while the page still settles can miss its notebook."""
-    for _ in range(3):
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    """Run > Run All Cells, as a learner does; again (up to three more times) if no cell was queued:
+    a menu clicked while the page still settles can miss its notebook, a dialog can be in the way."""
+    for _ in range(4):
+        close_dialogs(page)
         try:
+            page.get_by_role("menuitem", name="Run", exact=True).click(timeout=10_000)
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click(timeout=10_000)
             page.wait_for_function(_STARTED, timeout=20_000, polling=250)
             return
-        except timeout_error:  # try the menu once more
+        except timeout_error:  # a dialog first, then the menu, and once more
+            close_dialogs(page)
             page.keyboard.press("Escape")
-    raise AssertionError("Run > Run All Cells queued no cell (three tries)")
+    raise AssertionError(f"Run > Run All Cells queued no cell (four tries); dialogs: {close_dialogs(page)}")
 
 
 def _fonts_of(cdp: Any, selector: str) -> list[str]:
@@ -285,6 +313,7 @@ def test_a_learner_copy_of_part_1_runs_in_jupyterlab_and_shows_its_checks(
             cells = page.evaluate(_CELLS)
             assert len(cells) == len(source.cells), "the page shows the notebook's cells"
             # Saved from the browser (the learner copy is the test's own): what each cell output.
+            close_dialogs(page)
             page.locator(".jp-Notebook .jp-Cell").first.click()
             page.keyboard.press("Control+s")
             ran = _saved(notebook, exercise_check)
