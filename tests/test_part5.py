@@ -53,6 +53,8 @@ def test_part_5_runs_green_headless_and_leaves_nothing_behind(localcf: LocalCF, 
                           env=env, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     assert "[1/1] 05-integration-testing (target local" in proc.stdout
+    # the target's parameters file serves every part; Part 5 is given only those it declares
+    assert "Passed unknown parameter" not in proc.stderr, proc.stderr
 
     (result,) = json.loads((tmp_path / "out" / "summary.json").read_text())["notebooks"]
     assert result["skipped_checks"] == []

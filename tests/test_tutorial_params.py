@@ -31,3 +31,15 @@ def test_a_parameter_of_a_later_part_is_known_when_that_part_runs(tmp_path: Path
         assert "'s3_bucket'" in str(e)
     else:
         raise AssertionError("s3_bucket is not a parameter of Part 1")
+
+
+def test_each_notebook_is_given_only_the_parameters_it_declares() -> None:
+    from sidecarlab import tutorial
+
+    local = tutorial.load_params("local", ROOT / "notebooks" / "params")
+    assert {"config_server_port", "local_cli", "learner", "target"} <= set(local)
+    part1, part5 = tutorial.find_notebooks(["01", "05"], ROOT / "notebooks")
+    assert tutorial.parameters_for(part1, local) == local  # Part 1 takes every one of them
+    five = tutorial.parameters_for(part5, local)
+    assert set(five) == set(local) & set(tutorial.notebook_parameters(part5))
+    assert "config_server_port" not in five and five["target"] == "local" and "learner" in five

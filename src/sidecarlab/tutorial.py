@@ -262,6 +262,12 @@ def notebook_parameters(path: Path) -> list[str]:
     return list(papermill.inspect_notebook(str(path)))
 
 
+def parameters_for(notebook: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The `parameters` a notebook declares in its `parameters` cell (a target's file serves all parts)."""
+    declared = set(notebook_parameters(notebook))
+    return {name: value for name, value in parameters.items() if name in declared}
+
+
 def check_parameters(notebooks: Sequence[Path], given: Mapping[str, Any]) -> None:
     """Refuse a parameter none of `notebooks` has (papermill would inject it unread), naming the
     known ones, before anything runs."""
@@ -343,7 +349,9 @@ def run(
         for number, notebook in enumerate(notebooks, start=1):
             log(f"[{number}/{len(notebooks)}] {notebook.stem} (target {target}, kernel {kernel})")
             out = out_dir / "notebooks" / notebook.name
-            result = run_notebook(notebook, out, parameters, kernel, progress=progress, timeout=timeout, cwd=cwd)
+            # only what the notebook declares: papermill warns of the rest and injects it unread
+            own = parameters_for(notebook, parameters)
+            result = run_notebook(notebook, out, own, kernel, progress=progress, timeout=timeout, cwd=cwd)
             results.append(result)
             if result.ok:
                 log(f"    passed in {result.seconds}s: {len(result.passed_checks)} checks passed, "
