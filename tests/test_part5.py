@@ -227,3 +227,6 @@ def test_the_cf_params_file_is_what_the_suite_reads(tmp_path: Path) -> None:
     argv = part5.suite_command(tmp_path, target="cf", select="", cf_params=path)
     assert argv[argv.index("--target") + 1] == "cf" and argv[argv.index("--cf-params") + 1] == str(path.resolve())
     assert "-k" not in argv, "an empty selection runs both packages"
+    assert "--learner" not in argv, "a single user"
+    shared = part5.suite_command(tmp_path, target="cf", select="", cf_params=path, learner="alice")
+    assert shared[shared.index("--learner") + 1] == "alice"

@@ -26,6 +26,7 @@ from sidecarlab import blobstore, learner, part4
 from sidecarlab.blobstore import S3Settings
 from sidecarlab.learner import LearnerError, check_learner, learner_name, learner_names, scoped_s3
 from sidecarlab.targets import LocalTarget, target_from_params
+from sidecarlab.testing import Platform
 
 SIDECARLAB = Path(sys.executable).parent / "sidecarlab"
 PYTHON_APP = FIXTURES / "staging" / "python-app"
@@ -287,6 +288,75 @@ def test_an_earlier_killed_run_s_lease_is_released_by_recover(localcf: LocalCF, 
     assert part4.StagingGroupsGuard.recover(again, marker) == [part4.PUBLIC_NETWORKS]
     assert staging_bound(again)
     assert learner.LEASE_NAME not in group_names(again)
+
+
+# -------------------------------------------- Part 5's harness: its air-gapped push takes the lease too
+
+@pytest.mark.timeout(300)
+def test_the_harness_s_air_gap_waits_for_another_learner_s_and_then_takes_the_lease(
+        localcf: LocalCF, work: Path, restored: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(learner, "POLL_SECONDS", 0.2)
+    alice, bob = learner_target(localcf, "alice"), learner_target(localcf, "bob")
+    guard = part4.StagingGroupsGuard(bob, [part4.PUBLIC_NETWORKS])  # bob's Part 4 air-gaps the foundation
+    bob.cf("unbind-staging-security-group", part4.PUBLIC_NETWORKS, quiet=True)
+    platform = Platform(alice, tmp_path / "apps", "local")
+    seen: dict[str, object] = {}
+
+    def air_gapped() -> None:
+        try:
+            with platform.staging_air_gapped() as unbound:
+                lease = learner.current_lease(alice)
+                seen.update(unbound=list(unbound), holder=lease.who() if lease else None,
+                            named=lease.groups() if lease else None,
+                            bound=staging_bound(alice), at=time.monotonic())
+        except Exception as exc:  # noqa: BLE001 - reported by the main thread
+            seen["error"] = repr(exc)
+
+    thread = threading.Thread(target=air_gapped, daemon=True)
+    try:
+        thread.start()
+        time.sleep(3)
+        assert not seen, f"alice's air gap began while bob's held: {seen}"
+    finally:
+        bob.cf("bind-staging-security-group", part4.PUBLIC_NETWORKS, quiet=True)
+        released = time.monotonic()
+        guard.done()
+    thread.join(timeout=60)
+    assert "error" not in seen, seen["error"]
+    assert float(seen["at"]) > released  # type: ignore[arg-type]
+    # The groups were read again under alice's lease (while bob held his, none was bound), and her lease
+    # names them: had her run died, whoever broke the lease would bind them back.
+    assert seen["unbound"] == [part4.PUBLIC_NETWORKS] and seen["bound"] is False
+    assert seen["named"] == [part4.PUBLIC_NETWORKS]
+    assert str(seen["holder"]).startswith("learner alice")
+    assert staging_bound(alice) and learner.LEASE_NAME not in group_names(alice)
+
+
+@pytest.mark.timeout(300)
+def test_an_air_gapped_push_of_a_learner_through_the_harness_stages_under_its_own_lease(
+        localcf: LocalCF, work: Path, restored: None, tmp_path: Path) -> None:
+    """The push inside the air gap does not wait for the lease its own run holds, and leaves no lease or
+    staging marker behind."""
+    if "runtime: namespaces" not in localcf("status").out:
+        pytest.skip("staging cannot be air-gapped in runtime mode process")
+    carol = learner_target(localcf, "carol")
+    platform = Platform(carol, tmp_path / "apps", "local")
+    try:
+        deployed = platform.deploy.without_internet_access().execute("air-gapped", PYTHON_APP)
+        assert deployed.air_gapped and deployed.get("/").status == 200
+    finally:
+        assert platform.cleanup() == []
+    assert staging_bound(carol)
+    assert not [n for n in group_names(carol) if n.startswith((learner.LEASE_NAME, learner.STAGING_MARKER_PREFIX))]
+
+
+def test_the_harness_refuses_a_learner_that_is_no_dns_label(tmp_path: Path) -> None:
+    (tmp_path / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "sidecarlab.testing.plugin", "-p", "no:cacheprovider",
+                           "-n", "0", "--learner", "Bob Smith", str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 4, proc.stdout + proc.stderr  # a usage error: nothing ran
+    assert "--learner: " in proc.stderr and "lowercase letters, digits and hyphens" in proc.stderr, proc.stderr
 
 
 # ------------------------------------------------------------- two learners, Parts 1 to 4 at once

@@ -102,8 +102,9 @@ def write_cf_params(path: Path, *, cf_api: str, cf_org: str, cf_space: str, cf_s
 
 
 def suite_command(buildpack_dir: Path, *, target: str = "local", select: str | None = "uncached",
-                  cf_params: Path | None = None, junit_xml: Path | None = None) -> list[str]:
-    """The pytest command line that runs the suite on `buildpack_dir` (`select` is a `-k` expression)."""
+                  cf_params: Path | None = None, junit_xml: Path | None = None, learner: str = "") -> list[str]:
+    """The pytest command line that runs the suite on `buildpack_dir` (`select` is a `-k` expression;
+    `learner`, a workshop's learner on a shared foundation)."""
     if target not in ("local", "cf"):
         raise ValueError(f"target must be 'local' or 'cf', not {target!r}.")
     argv = [sys.executable, "-m", "pytest", str(integration_dir()), "--buildpack", str(Path(buildpack_dir).resolve()),
@@ -112,6 +113,8 @@ def suite_command(buildpack_dir: Path, *, target: str = "local", select: str | N
         argv += ["-k", select]
     if cf_params is not None:
         argv += ["--cf-params", str(Path(cf_params).resolve())]
+    if learner:
+        argv += ["--learner", learner]
     if junit_xml is not None:
         argv += ["--junitxml", str(Path(junit_xml).resolve())]
     return argv
@@ -157,7 +160,8 @@ def _exception_lines(traceback: str) -> str:
 
 
 def run_suite(buildpack_dir: Path, *, target: str = "local", select: str | None = "uncached",
-              cf_params: Path | None = None, report_dir: Path | None = None, log: Log = print) -> SuiteRun:
+              cf_params: Path | None = None, report_dir: Path | None = None, learner: str = "",
+              log: Log = print) -> SuiteRun:
     """Run the integration suite on `buildpack_dir` and return its outcome, printing a report that
     is the same from run to run: the command (as a learner would type it), then, as they come, the
     collection line and one line per test with its outcome; at the end, for each failing test its
@@ -165,6 +169,8 @@ def run_suite(buildpack_dir: Path, *, target: str = "local", select: str | None 
 
     pytest's whole output (its header, timings, tracebacks, every app's logs) goes to
     `pytest-output.txt` in `report_dir`, named at the end; the outcomes come from its JUnit report.
+    With a `learner` (a workshop on one foundation), the air-gapped test takes the foundation's
+    air-gap lease, as Part 4 does.
     """
     buildpack_dir = Path(buildpack_dir)
     if not (buildpack_dir / "manifest.yml").is_file():
@@ -173,7 +179,8 @@ def run_suite(buildpack_dir: Path, *, target: str = "local", select: str | None 
     report_dir.mkdir(parents=True, exist_ok=True)
     junit = report_dir / "junit.xml"
     junit.unlink(missing_ok=True)
-    argv = suite_command(buildpack_dir, target=target, select=select, cf_params=cf_params, junit_xml=junit)
+    argv = suite_command(buildpack_dir, target=target, select=select, cf_params=cf_params, junit_xml=junit,
+                         learner=learner)
     root = integration_dir().parents[1]
     shown = ["pytest", os.path.relpath(integration_dir(), root), "--buildpack",
              os.path.relpath(buildpack_dir.resolve(), root), "--target", target]
@@ -181,9 +188,12 @@ def run_suite(buildpack_dir: Path, *, target: str = "local", select: str | None 
         shown += ["-k", select]
     if cf_params is not None:
         shown += ["--cf-params", os.path.relpath(Path(cf_params).resolve(), root)]
+    if learner:
+        shown += ["--learner", learner]
     log("$ " + shlex.join(shown) + "   # from the repository's root")
     # Plain text: pytest colours its output when the environment asks (PY_COLORS, FORCE_COLOR).
-    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "PY_COLORS")}
+    # The learner is the notebook's parameter, never one left in the environment.
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "PY_COLORS", "SIDECARLAB_LEARNER")}
     env.update(PYTHONUNBUFFERED="1", PY_COLORS="0", NO_COLOR="1")
     lines: list[str] = []
     collected = ""

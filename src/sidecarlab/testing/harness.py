@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from .. import learner
 from ..checks.parts_2_3 import staging_log as _staging_log
 from ..part4 import staging_groups_opening_egress
 from ..targets import CommandResult, HttpResponse, LogLine, Target, TargetError
@@ -264,11 +265,17 @@ class Platform:
     @contextmanager
     def staging_air_gapped(self, air_gapped: bool = True) -> Iterator[list[str]]:
         """Unbind the staging security groups that open egress (`public_networks` on a usual foundation)
-        for the block, and bind them back after it, even when it raises."""
+        for the block, and bind them back after it, even when it raises.
+
+        On a foundation shared by several learners (the target has a `learner`), the air gap is the
+        whole foundation's: the block first takes the air-gap lease Part 4 takes (waiting while another
+        run holds it, then until no other learner's staging is under way) and releases it after the
+        groups are bound back."""
         if not air_gapped:
             yield []
             return
-        groups = staging_groups_opening_egress(self.target) or []
+        shared = bool(self.target.learner)
+        groups = self._take_air_gap() if shared else staging_groups_opening_egress(self.target)
         unbound: list[str] = []
         try:
             for group in groups:
@@ -276,5 +283,20 @@ class Platform:
                 unbound.append(group)
             yield unbound
         finally:
-            for group in unbound:
-                self.target.cf("bind-staging-security-group", group, echo=False, quiet=True)
+            try:
+                for group in unbound:
+                    self.target.cf("bind-staging-security-group", group, echo=False, quiet=True)
+            finally:
+                if shared:
+                    learner.release_air_gap(self.target)
+
+    def _take_air_gap(self) -> list[str]:
+        """Take the air-gap lease, naming the groups to unbind (whoever breaks the lease of a run that
+        died binds those back); return them. Read before the lease is taken, the groups may be those
+        another run had unbound for its own air gap: then the lease is taken once more, naming all."""
+        while True:
+            lease = learner.acquire_air_gap(self.target, staging_groups_opening_egress(self.target))
+            groups = staging_groups_opening_egress(self.target)
+            if set(groups) <= set(lease.groups()):
+                return groups
+            learner.release_air_gap(self.target)

@@ -14,6 +14,9 @@ Options:
   `notebooks/params/cf.yml` of the checkout), overridden by the environment (`CF_API`, `CF_ORG`,
   `CF_SPACE`, `CF_SKIP_SSL_VALIDATION`); credentials only from `CF_USERNAME` and `CF_PASSWORD`.
 - `--buildpack DIR`: the buildpack a suite tests (suites read it through the `buildpack_dir` fixture).
+- `--learner NAME` (default `$SIDECARLAB_LEARNER`): the learner of a workshop sharing one foundation,
+  as the notebooks' `learner` parameter. Stagings then wait while another learner's air gap holds,
+  and an air-gapped push (`without_internet_access`) takes the foundation's air-gap lease first.
 
 Fixtures: `platform` (function scope: what the test pushes is deleted after it) and
 `session_platform` (session scope, for apps and buildpacks shared by several tests), both
@@ -30,6 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
+from .. import learner
 from ..sidecar import project_root
 from ..targets import CFTarget, LocalTarget, Target, TargetError, default_cf_home
 from .harness import Deployment, Platform
@@ -50,6 +54,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "CF_API, CF_ORG, CF_SPACE, CF_SKIP_SSL_VALIDATION override them")
     group.addoption("--buildpack", default=None, metavar="DIR",
                     help="the buildpack source directory a suite tests (default: the suite's own)")
+    group.addoption("--learner", default=os.environ.get("SIDECARLAB_LEARNER", ""), metavar="NAME",
+                    help="a workshop's learner on a shared foundation (the notebooks' `learner`): staging waits "
+                         "while another learner's air gap holds, and an air-gapped push takes the foundation's "
+                         "air-gap lease first (default: $SIDECARLAB_LEARNER, else a single user)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        learner.check_learner(str(config.getoption("--learner") or ""))
+    except learner.LearnerError as exc:
+        raise pytest.UsageError(f"--learner: {exc}") from None
 
 
 def cf_settings(params_file: Path | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
@@ -75,8 +90,15 @@ def cf_settings(params_file: Path | None = None, environ: dict[str, str] | None 
     return settings
 
 
-def make_target(kind: str, workdir: Path, params_file: Path | None = None) -> Target:
-    """The Target of `--target`: a localcf of its own under `workdir`, or the foundation of cf_settings."""
+def make_target(kind: str, workdir: Path, params_file: Path | None = None, learner_name: str = "") -> Target:
+    """The Target of `--target`: a localcf of its own under `workdir`, or the foundation of cf_settings;
+    `learner_name` is the workshop learner on a shared foundation (empty: a single user)."""
+    target = _make_target(kind, workdir, params_file)
+    target.learner = learner.check_learner(learner_name)
+    return target
+
+
+def _make_target(kind: str, workdir: Path, params_file: Path | None) -> Target:
     if kind == "local":
         return LocalTarget(home=workdir / "localcf", echo=False)
     settings = cf_settings(params_file)
@@ -95,7 +117,8 @@ def session_platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
     kind = str(request.config.getoption("--target"))
     params = request.config.getoption("--cf-params")
     workdir = tmp_path_factory.mktemp("sidecarlab-platform")
-    target = make_target(kind, workdir, Path(params) if params else None)
+    target = make_target(kind, workdir, Path(params) if params else None,
+                         str(request.config.getoption("--learner") or ""))
     platform = Platform(target, workdir / "apps", kind)
     request.config.stash.setdefault(_PLATFORMS, []).append(platform)
     try:
