@@ -30,6 +30,7 @@ def main() -> None:
                             check=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="sidecarlab-ci-") as tmp:
         base = Path(tmp)
+        base.chmod(0o755)  # as a clone in a home or work folder: the unprivileged-user tests read the checkout
         clone = base / ROOT.name
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         shared = ROOT.parent / "shared"
