@@ -111,7 +111,8 @@ def test_a_learner_copy_stops_at_its_first_exercise_with_the_check_s_feedback(
 
     executed = tmp_path / "executed.ipynb"
     with pytest.raises(PapermillExecutionError) as raised:
-        papermill.execute_notebook(str(made.path), str(executed), parameters=tutorial.load_params("local"),
+        papermill.execute_notebook(str(made.path), str(executed),
+                                   parameters=tutorial.parameters_for(made.path, tutorial.load_params("local")),
                                    kernel_name=kernel_name, progress_bar=False, cwd=str(made.path.parent),
                                    kernel_manager_class=kernel.IpcKernelManager)
     error = raised.value
