@@ -285,3 +285,30 @@ def test_air_gapped_deploys_are_skipped_with_the_reason_in_process_mode(tmp_path
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "2 skipped" in out, out
     assert "staging cannot be air-gapped on local: localcf runs apps as plain processes (runtime mode `process`)" in out
+
+
+def test_the_suite_uploads_to_an_s3_server_of_its_own_and_leaves_the_shared_one_alone(tmp_path: Path) -> None:
+    """Two suites (or a suite and a notebook) in one checkout used to share the checkout's embedded S3
+    server: the one that started it stopped it at its end while the other still downloaded from it."""
+    import boto3
+
+    home = tmp_path / "home"
+    shared = blobstore.start(home / "blobstore", owner_pid=None)  # a server the user started beforehand
+    try:
+        env = dict(os.environ, SIDECARLAB_HOME=str(home), SIDECARLAB_WORK=str(tmp_path / "work"))
+        proc = subprocess.run([sys.executable, "-m", "pytest", "buildpack/integration", "-n", "0", "-p",
+                               "no:cacheprovider", "--basetemp", str(tmp_path / "basetemp"), "-k",
+                               "uncached and root_greets", "-q"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+        # the shared server got nothing and still runs; the suite's own is gone
+        client = boto3.client("s3", endpoint_url=shared.endpoint_url, region_name=blobstore.DEFAULT_REGION,
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        buckets = [b["Name"] for b in client.list_buckets().get("Buckets", [])]
+        assert all(client.list_objects_v2(Bucket=b).get("KeyCount", 0) == 0 for b in buckets), buckets
+        still = blobstore.status(home / "blobstore")
+        assert still is not None and (still.pid, still.port) == (shared.pid, shared.port)
+        own = list((tmp_path / "basetemp").glob("blobstore*"))
+        assert own and all(blobstore.status(d) is None for d in own), own
+    finally:
+        blobstore.stop(home / "blobstore")

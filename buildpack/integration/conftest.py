@@ -1,10 +1,11 @@
 """Fixtures of the buildpack's integration suite, on the kit's harness (`sidecarlab.testing`).
 
 Once per session (per xdist worker): the config-server is built for the platform's cells and uploaded
-to an object store the platform reaches (the kit's embedded S3 for `--target local`; the `s3_*`
-settings of the cf params for `--target cf`), its uri and sha256 recorded in a work copy of the
-buildpack, and the copy packaged twice (uncached and cached) with the kit's packager. Each package is
-installed as a system buildpack under a unique name and version, and removed at the end.
+to an object store the platform reaches (an embedded S3 server of the session's own for `--target
+local`; the `s3_*` settings of the cf params for `--target cf`), its uri and sha256 recorded in a
+work copy of the buildpack, and the copy packaged twice (uncached and cached) with the kit's
+packager. Each package is installed as a system buildpack under a unique name and version, and
+removed at the end.
 
 A buildpack whose manifest already names an uploaded dependency (a sha256 other than the committed
 placeholder) is tested as it is: nothing is built or uploaded for it.
@@ -67,26 +68,28 @@ def work_copy(session_platform: Platform, buildpack_dir: Path | None, request: p
     root = tmp_path_factory.mktemp("buildpack-work")
     directory = packager.copy_buildpack(root / "buildpack", source=source)
     dep = _dependency(directory)
-    started = False
+    state_dir: Path | None = None  # the session's own embedded S3 server, when it starts one
     if dep["sha256"] == packager.PLACEHOLDER_SHA256:
         target = session_platform.target
         if session_platform.target_kind == "local":
+            # Its own, as the harness starts a localcf of its own: a suite or notebook running beside
+            # this session never stops the server this session's stagings still download from.
+            state_dir = tmp_path_factory.mktemp("blobstore")
             s3 = blobstore.validate(target="local")
-            blobstore.start()
-            started = True
+            blobstore.start(state_dir)
         else:
             params = request.config.getoption("--cf-params")
             settings = cf_settings(Path(params) if params else None)
             s3 = blobstore.validate(str(settings.get("s3_endpoint", "")), str(settings.get("s3_bucket", "")),
                                     str(settings.get("s3_region", "")), target="cf")
         binary = sidecar.build(out=root / "bin" / "config-server", goos="linux", goarch=target.goarch())
-        packager.upload_dependency(binary, str(dep["version"]), s3, directory, log=None)
+        packager.upload_dependency(binary, str(dep["version"]), s3, directory, state_dir=state_dir, log=None)
         dep = _dependency(directory)
     try:
         yield WorkCopy(directory, str(dep["version"]), str(dep["uri"]))
     finally:
-        if started:
-            blobstore.stop_if_mine()
+        if state_dir is not None:
+            blobstore.stop(state_dir)
 
 
 @pytest.fixture(scope="session", params=KINDS)
