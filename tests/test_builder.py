@@ -640,6 +640,46 @@ def test_processes_a_script_leaves_behind_are_stopped(stager: Stager, tmp_path: 
         _kill(pid)
 
 
+def test_a_signal_while_a_script_is_being_started_stops_that_script(stager: Stager, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler can run after the script has started but before the builder holds it (inside
+    Popen, or just after): the signal is held until then and stops that script, never orphaning it.
+    The timing is forced: the signal's handler runs right after the script's process is created."""
+    import signal
+
+    started: list[subprocess.Popen[bytes]] = []
+    original = builder.Builder._start_script
+
+    def start_then_signal(self: builder.Builder, *args: object) -> subprocess.Popen[bytes]:
+        proc = original(self, *args)  # type: ignore[arg-type]
+        started.append(proc)
+        self.cancel(signal.SIGTERM)  # what the SIGTERM handler calls
+        return proc
+
+    monkeypatch.setattr(builder.Builder, "_start_script", start_then_signal)
+    bp = stager.buildpack("legacy")
+    (bp / "bin" / "compile").write_text("#!/bin/sh\nexec sleep 300\n")
+    build_dir = tmp_path / "build"
+    shutil.copytree(APPS / "plain-app", build_dir, symlinks=True)
+    bps = tmp_path / "bps"
+    shutil.copytree(bp, bps / builder.buildpack_dir_name("legacy"))
+    config = builder.parse_args([
+        "--build-dir", str(build_dir), "--buildpacks-dir", str(bps), "--buildpack-order", "legacy", "--skip-detect",
+        "--build-artifacts-cache-dir", str(tmp_path / "cache"), "--output-droplet", str(tmp_path / "d.tgz"),
+        "--output-metadata", str(tmp_path / "r.json"), "--work-dir", str(tmp_path / "work")])
+    with pytest.raises(builder._Cancelled):
+        builder.Builder(config, env=dict(os.environ)).run()
+    try:
+        assert len(started) == 1, "staging went on after the signal"
+        assert started[0].wait(timeout=10) == -signal.SIGKILL
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert not (tmp_path / "d.tgz").exists()
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_sigterm_stops_the_running_script(stager: Stager, tmp_path: Path) -> None:
     import signal

@@ -225,6 +225,9 @@ class Builder:
         self.config = config
         self.env = staging_environment(env)
         self._running: subprocess.Popen[bytes] | None = None
+        # A cancelling signal that came while a script was being started (see run_script).
+        self._starting = False
+        self._pending: int | None = None
 
     def run(self) -> StagingResult:
         """Stage the app: returns the result, or raises StagingError."""
@@ -458,21 +461,18 @@ class Builder:
         label = f"bin/{name} of buildpack '{bp.key}'"
         sys.stdout.flush()
         sys.stderr.flush()
+        # A signal handled while the script is being started (inside Popen, or before `_running` is
+        # set) is held until the script is known, then stops it: cancelling earlier would leave
+        # the script just started running on its own.
+        self._starting = True
         try:
-            # Own process group: whatever the script leaves running can be stopped with it.
-            proc = subprocess.Popen([str(script), *args], env=self.env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE if capture else None,
-                                    process_group=0)
-        except PermissionError:
-            raise _ScriptFailed(f"{label} is not executable (chmod +x {script})") from None
-        except FileNotFoundError:
-            if not script.exists():
-                raise _ScriptFailed(f"{label} does not exist") from None
-            raise _ScriptFailed(f"{label} could not start: the interpreter on its #! line "
-                                "was not found") from None
-        except OSError as e:
-            raise _ScriptFailed(f"{label} could not start: {e.strerror}") from None
-        self._running = proc
+            proc = self._start_script(script, args, capture, label)
+            self._running = proc
+        finally:
+            self._starting = False
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                self.cancel(pending)  # stops the script's group if it started; raises _Cancelled
         try:
             out, _ = proc.communicate()
         finally:
@@ -485,8 +485,27 @@ class Builder:
             raise _ScriptFailed(f"{label} exited with status {proc.returncode}")
         return out.decode(errors="replace") if out else ""
 
+    def _start_script(self, script: Path, args: list[str], capture: bool, label: str) -> subprocess.Popen[bytes]:
+        try:
+            # Own process group: whatever the script leaves running can be stopped with it.
+            return subprocess.Popen([str(script), *args], env=self.env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE if capture else None, process_group=0)
+        except PermissionError:
+            raise _ScriptFailed(f"{label} is not executable (chmod +x {script})") from None
+        except FileNotFoundError:
+            if not script.exists():
+                raise _ScriptFailed(f"{label} does not exist") from None
+            raise _ScriptFailed(f"{label} could not start: the interpreter on its #! line "
+                                "was not found") from None
+        except OSError as e:
+            raise _ScriptFailed(f"{label} could not start: {e.strerror}") from None
+
     def cancel(self, signum: int) -> None:
-        """Stop the running script (and its group), then abandon staging."""
+        """Stop the running script (and its group), then abandon staging. While a script is being
+        started, the signal is held until it is (see run_script)."""
+        if self._starting:
+            self._pending = signum
+            return
         proc = self._running
         if proc is not None:
             _kill_group(proc.pid)
