@@ -21,6 +21,22 @@ FIXTURES = ROOT / "fixtures"
 BIN = Path(sys.executable).parent
 
 
+def install_cf_stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, *, user: str = "learner",
+                        password: str = "pw", log_name: str = "calls.jsonl") -> Path:
+    """`script` (a cf stand-in's text) as the `cf` first on PATH, with CF_USERNAME and CF_PASSWORD set;
+    returns the file it records its calls in (CF_STAND_IN_LOG)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cf").write_text(script)
+    (bin_dir / "cf").chmod(0o755)
+    log = tmp_path / log_name
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CF_STAND_IN_LOG", str(log))
+    monkeypatch.setenv("CF_USERNAME", user)
+    monkeypatch.setenv("CF_PASSWORD", password)
+    return log
+
+
 @dataclass
 class Result:
     code: int

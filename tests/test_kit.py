@@ -14,7 +14,7 @@ from typing import Any
 import nbformat
 import pytest
 import yaml
-from conftest import LocalCF
+from conftest import LocalCF, install_cf_stand_in
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from sidecarlab import blobstore, checks, supply_buildpack, tutorial
@@ -191,16 +191,8 @@ else:
 
 @pytest.fixture
 def cf_stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "cf"
-    script.write_text(STAND_IN.format(python=sys.executable, guid=GUID))
-    script.chmod(0o755)
-    log = tmp_path / "cf-calls.jsonl"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("CF_STAND_IN_LOG", str(log))
-    monkeypatch.setenv("CF_USERNAME", "learner")
-    monkeypatch.setenv("CF_PASSWORD", "s3cret-pw")
+    log = install_cf_stand_in(tmp_path, monkeypatch, STAND_IN.format(python=sys.executable, guid=GUID),
+                              password="s3cret-pw", log_name="cf-calls.jsonl")
     # The kit's own CF_HOME lives under the work directory: a temporary one here.
     monkeypatch.setenv("SIDECARLAB_WORK", str(tmp_path / "work"))
     return log

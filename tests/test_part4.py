@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from conftest import LocalCF
+from conftest import LocalCF, install_cf_stand_in
 from nbformat.v4 import new_code_cell
 from test_blobstore import wait_until_gone
 from test_buildpack_product import (  # noqa: F401
@@ -452,16 +452,7 @@ def token(scopes: list[str]) -> str:
 
 @pytest.fixture
 def cf_stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "cf").write_text(STAND_IN.format(python=sys.executable))
-    (bin_dir / "cf").chmod(0o755)
-    log = tmp_path / "calls.jsonl"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("CF_STAND_IN_LOG", str(log))
-    monkeypatch.setenv("CF_USERNAME", "learner")
-    monkeypatch.setenv("CF_PASSWORD", "pw")
-    return log
+    return install_cf_stand_in(tmp_path, monkeypatch, STAND_IN.format(python=sys.executable))
 
 
 def test_a_learner_who_is_not_an_admin_is_stopped_before_anything_is_pushed(

@@ -6,14 +6,13 @@ a binary that does not match). Plus the buildpack writer's own checks and its cf
 from __future__ import annotations
 
 import json
-import os
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LocalCF, free_port
+from conftest import LocalCF, free_port, install_cf_stand_in
 from test_blobstore import blobstore_processes, wait_until_gone
 
 from sidecarlab import blobstore, checks, sidecar, supply_buildpack, tutorial
@@ -275,16 +274,8 @@ else:
 
 
 def test_cf_target_creates_then_updates_an_admin_buildpack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "cf").write_text(STAND_IN.format(python=sys.executable))
-    (bin_dir / "cf").chmod(0o755)
-    log = tmp_path / "calls.jsonl"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("CF_STAND_IN_LOG", str(log))
+    log = install_cf_stand_in(tmp_path, monkeypatch, STAND_IN.format(python=sys.executable), user="admin")
     monkeypatch.setenv("CF_STAND_IN_STATE", str(tmp_path / "created"))
-    monkeypatch.setenv("CF_USERNAME", "admin")
-    monkeypatch.setenv("CF_PASSWORD", "pw")
     monkeypatch.setenv("SIDECARLAB_WORK", str(tmp_path / "work"))
     cf = CFTarget("https://api.example.com", "org", "space", echo=False)
     bp = supply_buildpack.write_buildpack(tmp_path / "bp", PLACEHOLDER_SUPPLY).directory

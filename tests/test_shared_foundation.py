@@ -20,7 +20,7 @@ from pathlib import Path
 import boto3
 import nbformat
 import pytest
-from conftest import FIXTURES, LocalCF
+from conftest import FIXTURES, LocalCF, install_cf_stand_in
 
 from sidecarlab import blobstore, learner, part4
 from sidecarlab.blobstore import S3Settings
@@ -464,15 +464,7 @@ def test_a_real_foundation_s_admin_buildpack_of_another_is_neither_updated_nor_d
     from sidecarlab.supply_buildpack import PLACEHOLDER_SUPPLY, BuildpackError
     from sidecarlab.targets import CFTarget
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "cf").write_text(CF_STAND_IN.format(python=sys.executable))
-    (bin_dir / "cf").chmod(0o755)
-    log = tmp_path / "calls.jsonl"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("CF_STAND_IN_LOG", str(log))
-    monkeypatch.setenv("CF_USERNAME", "admin")
-    monkeypatch.setenv("CF_PASSWORD", "pw")
+    log = install_cf_stand_in(tmp_path, monkeypatch, CF_STAND_IN.format(python=sys.executable), user="admin")
     monkeypatch.setenv("SIDECARLAB_WORK", str(tmp_path / "work"))
     cf = CFTarget("https://api.example.com", "org", "space", echo=False)
     bp = supply_buildpack.write_buildpack(tmp_path / "bp", PLACEHOLDER_SUPPLY).directory
